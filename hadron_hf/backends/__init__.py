@@ -1,0 +1,1 @@
+"""Model backends: each one adapts a vendor client to ``ChatModel`` and maps its errors to ours."""

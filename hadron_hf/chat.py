@@ -1,0 +1,113 @@
+"""The one seam between the tournament and any model: the ``ChatModel`` protocol and its value types.
+
+It lives apart from ``tournament.py`` so that backends, the resilience wrapper and the cache can share
+these types without importing the tournament logic.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
+
+
+class Message(TypedDict):
+    """One chat message, exactly as the OpenAI and TRL formats spell it."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one call.
+
+    Args:
+        temperature: sampling temperature.
+        max_tokens: cap on generated tokens.
+        seed: per-call seed; also makes otherwise identical calls distinct in the request cache.
+        choices: when set, the reply must be exactly one of these strings. Backends that support
+            constrained decoding (llama.cpp grammars) enforce it and report ``constrained=True``.
+    """
+
+    temperature: float = 0.7
+    max_tokens: int = 1024
+    seed: int | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a model answered.
+
+    Args:
+        text: the answer, with any ``<think>`` block removed.
+        reasoning: the reasoning trace, when the model produced one.
+        prompt_tokens: input tokens billed.
+        completion_tokens: output tokens billed.
+        model: the model that answered.
+        constrained: the reply was produced under constrained decoding.
+        cached: the reply came from the request cache (no call was sent).
+    """
+
+    text: str
+    reasoning: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+    constrained: bool = False
+    cached: bool = False
+
+
+class ChatModel(Protocol):
+    """Anything that answers chat messages. Backends, the cache and the rate limiter all implement it."""
+
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        """Answer ``messages`` sampled with ``params``."""
+        ...
+
+
+@dataclass
+class ScriptedChatModel:
+    """A fake ``ChatModel`` that replays queued replies and records every call (for tests and docs).
+
+    Args:
+        replies: texts returned in order; a callable ``(messages, params) -> str`` may stand in for any.
+        model: the name reported in each completion.
+    """
+
+    replies: list[object] = field(default_factory=list)
+    model: str = "scripted"
+    calls: list[tuple[list[Message], SamplingParams]] = field(default_factory=list)
+
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        self.calls.append((list(messages), params))
+        if not self.replies:
+            raise AssertionError(f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls")
+        reply = self.replies.pop(0)
+        text = reply(list(messages), params) if callable(reply) else str(reply)
+        answer, reasoning = split_reasoning(text)
+        return Completion(answer, reasoning, prompt_tokens=1, completion_tokens=1, model=self.model)
+
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
+
+
+def split_reasoning(content: str) -> tuple[str, str | None]:
+    """Split inline ``<think>…</think>`` reasoning out of ``content``.
+
+    Handles several blocks and a lone closing ``</think>`` (the opening tag was in the prompt template).
+
+    Returns:
+        ``(answer, reasoning)``; ``reasoning`` is ``None`` when there was none.
+    """
+    parts = [m.strip() for m in _THINK.findall(content)]
+    answer = _THINK.sub("", content)
+    lower = answer.lower()
+    if "</think>" in lower:
+        cut = lower.rindex("</think>")
+        parts.append(answer[:cut].replace("<think>", "").strip())
+        answer = answer[cut + len("</think>") :]
+    reasoning = "\n\n".join(p for p in parts if p)
+    return answer.strip(), (reasoning or None)

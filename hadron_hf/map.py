@@ -1,0 +1,169 @@
+"""``autoreason_map``: the AutoReason tournament as a batched async function for ``Dataset.map``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from hadron_hf import columns as col
+from hadron_hf.chat import Message
+from hadron_hf.config import AutoReasonConfig
+from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
+from hadron_hf.runtime import Runtime, runtime_for
+from hadron_hf.tournament import TournamentResult, row_seed, run_tournament
+
+
+async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) -> dict[str, list[Any]]:
+    """Refine every prompt of a batch through the AutoReason tournament.
+
+    Use it with ``Dataset.map(autoreason_map, batched=True, fn_kwargs={"config": cfg})`` (or
+    ``IterableDataset.map``). Rows run concurrently; a row that fails gets ``autoreason_status="error"``
+    and a message in ``autoreason_error`` while the rest of the batch finishes. Every completed call is
+    kept in the request cache, so running the same map again resumes where it stopped.
+
+    Args:
+        batch: a batch of rows; ``config.prompt_column`` holds a string or a list of chat messages.
+        config: the tournament configuration.
+
+    Returns:
+        The columns of ``columns.OUTPUT_FEATURES``, each typed.
+
+    Raises:
+        ConfigError: the prompt column is missing from the dataset.
+        FatalBackendError: the job cannot go on (wrong key, unknown model, dead endpoint). Completed
+            calls stay in the cache.
+
+    Example:
+        >>> out = ds.map(autoreason_map, batched=True, batch_size=8, fn_kwargs={"config": cfg})  # doctest: +SKIP
+    """
+    if config.prompt_column not in batch:
+        raise ConfigError(
+            f"prompt column {config.prompt_column!r} is not in the dataset; its columns are "
+            f"{sorted(batch)}. Set AutoReasonConfig(prompt_column=...)."
+        )
+    runtime = runtime_for(config)
+    prompts = batch[config.prompt_column]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(refine_row(p, config, runtime)) for p in prompts]
+    except* FatalBackendError as errors:
+        raise errors.exceptions[0] from None
+    return col.typed_batch(rows_to_columns([t.result() for t in tasks], config.capture_reasoning))
+
+
+async def refine_row(prompt: Any, config: AutoReasonConfig, runtime: Runtime) -> TournamentResult | str:
+    """One row's tournament, or the message explaining why the row failed."""
+    try:
+        task = normalize_prompt(prompt, config.max_prompt_chars)
+        rng = random.Random(row_seed(config.seed, json.dumps(task, sort_keys=True, ensure_ascii=False)))
+        return await run_tournament(task, runtime.roles, config.settings(), rng)
+    except FatalBackendError:
+        raise
+    except (InputError, BackendError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def normalize_prompt(prompt: Any, max_chars: int) -> list[Message]:
+    """Turn a prompt cell into chat messages ending with the user's last turn.
+
+    Raises:
+        InputError: missing, empty, wrongly typed or over-long prompt.
+    """
+    if prompt is None:
+        raise InputError("prompt is missing (None)")
+    if isinstance(prompt, str):
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Sequence) and all(_is_message(m) for m in prompt):
+        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if not users:
+            raise InputError("prompt conversation has no user message")
+        messages = messages[: users[-1] + 1]
+    else:
+        raise InputError(
+            f"prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
+        )
+    if not any(m["content"].strip() for m in messages if m["role"] == "user"):
+        raise InputError("prompt is empty")
+    size = sum(len(m["content"]) for m in messages)
+    if size > max_chars:
+        raise InputError(f"prompt is {size} characters, over max_prompt_chars={max_chars}")
+    return messages
+
+
+def _is_message(m: Any) -> bool:
+    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+
+
+def rows_to_columns(results: Sequence[TournamentResult | str], capture_reasoning: bool = True) -> dict[str, list[Any]]:
+    """Lay tournament results (or row error messages) out as our output columns."""
+    out: dict[str, list[Any]] = {name: [] for name in col.OUTPUT_COLUMNS}
+    for result in results:
+        if isinstance(result, str):
+            for name in col.OUTPUT_COLUMNS:
+                out[name].append(None)
+            out[col.STATUS][-1], out[col.ERROR][-1] = col.STATUS_ERROR, result
+            out[col.REASONING][-1] = []
+            continue
+        for name, value in _row_values(result, capture_reasoning).items():
+            out[name].append(value)
+    return out
+
+
+def _row_values(r: TournamentResult, capture_reasoning: bool) -> dict[str, Any]:
+    pref = r.preference
+    return {
+        col.DRAFT: r.draft,
+        col.REFINED: r.refined,
+        col.TRACE: {
+            "variant": r.variant,
+            "converged": r.converged,
+            "iterations": len(r.rounds),
+            "winner_source": r.winner_source,
+            "rounds": [_round_value(rnd) for rnd in r.rounds],
+        },
+        col.PREFERENCE: {
+            "chosen": pref.chosen,
+            "rejected": pref.rejected,
+            "score_chosen": pref.score_chosen,
+            "score_rejected": pref.score_rejected,
+            "margin": pref.margin,
+        },
+        col.USAGE: {
+            "calls": len(r.calls),
+            "cached_calls": sum(c.cached for c in r.calls),
+            "prompt_tokens": sum(c.prompt_tokens for c in r.calls),
+            "completion_tokens": sum(c.completion_tokens for c in r.calls),
+            "cost_usd": None,
+        },
+        col.REASONING: [
+            {"role": c.role, "model": c.model, "iteration": c.iteration, "reasoning": c.reasoning,
+             "answer": c.answer}
+            for c in r.calls
+        ] if capture_reasoning else [],
+        col.STATUS: col.STATUS_OK,
+        col.ERROR: None,
+    }
+
+
+def _round_value(rnd: Any) -> dict[str, Any]:
+    return {
+        "iteration": rnd.iteration,
+        "A": rnd.a,
+        "critique": rnd.critique,
+        "B": rnd.b,
+        "AB": rnd.ab,
+        "no_flaws": rnd.no_flaws,
+        "merge_order": list(rnd.merge_order),
+        "votes": [
+            {"judge": v.judge, "model": v.model, "shown": list(v.shown), "ranking": list(v.ranking),
+             "parsed": v.parsed, "constrained": v.constrained, "raw": v.raw, "error": v.error}
+            for v in rnd.votes
+        ],
+        "scores": dict(rnd.scores),
+        "winner": rnd.winner,
+        "fail_safe": rnd.fail_safe,
+    }

@@ -1,0 +1,99 @@
+"""Build the live model stack for a config: backend → rate limits/retries → request cache.
+
+Clients hold sockets bound to one event loop and must never travel inside what ``Dataset.map`` pickles,
+so they are built lazily here, once per process, event loop and config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from dataclasses import dataclass
+
+from hadron_hf.cache import CachedChatModel, RequestCache
+from hadron_hf.chat import ChatModel
+from hadron_hf.config import AutoReasonConfig, ModelConfig
+from hadron_hf.resilience import CallStats, Limits, ResilientChatModel
+from hadron_hf.tournament import RoleModels
+
+_LOCAL_MODELS: dict[tuple[int, str], ChatModel] = {}
+
+
+def build_backend(cfg: ModelConfig) -> ChatModel:
+    """The raw backend for one ``ModelConfig``, without limits or cache."""
+    if cfg.backend == "openai":
+        from hadron_hf.backends.openai import OpenAIChatModel
+
+        return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body)
+    # In-process models are expensive to load and serialise their own calls: one per process.
+    key = (os.getpid(), cfg.identity())
+    if key not in _LOCAL_MODELS:
+        if cfg.backend == "llama_cpp":
+            from hadron_hf.backends.llama_cpp import LlamaCppChatModel
+
+            _LOCAL_MODELS[key] = LlamaCppChatModel(cfg.model_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                                                   model_name=cfg.model)
+        else:
+            from hadron_hf.backends.mlx import MlxChatModel
+
+            _LOCAL_MODELS[key] = MlxChatModel(str(cfg.model_path), model_name=cfg.model)
+    return _LOCAL_MODELS[key]
+
+
+@dataclass
+class Runtime:
+    """The models of one config in one event loop, and their counters."""
+
+    roles: RoleModels
+    endpoints: dict[str, ResilientChatModel]
+    cache: RequestCache | None
+
+    def stats(self) -> CallStats:
+        """Counters summed over every endpoint."""
+        total = CallStats()
+        for endpoint in self.endpoints.values():
+            for name in vars(total):
+                setattr(total, name, getattr(total, name) + getattr(endpoint.stats, name))
+        return total
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Runtime]] = weakref.WeakKeyDictionary()
+
+
+def runtime_for(config: AutoReasonConfig) -> Runtime:
+    """The runtime of ``config`` in the running event loop, built on first use."""
+    per_loop = _RUNTIMES.setdefault(asyncio.get_running_loop(), {})
+    key = f"{os.getpid()}|{config.model_dump_json()}"
+    if key not in per_loop:
+        per_loop[key] = _build(config)
+    return per_loop[key]
+
+
+def _build(config: AutoReasonConfig) -> Runtime:
+    cache = RequestCache(config.cache_path()) if config.cache else None
+    endpoints: dict[str, ResilientChatModel] = {}
+    stacks: dict[str, ChatModel] = {}
+
+    def stack(cfg: ModelConfig) -> ChatModel:
+        ident = cfg.identity()
+        if ident not in stacks:
+            limits = Limits(cfg.max_concurrency, cfg.rpm, cfg.tpm, cfg.max_retries, config.fail_fast_after)
+            endpoints[ident] = ResilientChatModel(build_backend(cfg), _display_name(cfg), limits)
+            stacks[ident] = CachedChatModel(endpoints[ident], cache, ident) if cache else endpoints[ident]
+        return stacks[ident]
+
+    roles = config.role_models()
+    models = RoleModels(
+        teacher=stack(roles["teacher"]),
+        critic=stack(roles["critic"]),
+        author=stack(roles["author"]),
+        synthesizer=stack(roles["synthesizer"]),
+        judges=tuple(stack(m) for m in config.judge_pool_models()),
+    )
+    return Runtime(models, endpoints, cache)
+
+
+def _display_name(cfg: ModelConfig) -> str:
+    where = cfg.identity().split("|")[1]
+    return f"{cfg.model} at {where}" if where else cfg.model

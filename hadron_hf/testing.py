@@ -1,0 +1,270 @@
+"""A real OpenAI-compatible chat server on 127.0.0.1, for tests, benchmarks and offline experiments.
+
+It answers every role of the tournament with deterministic text derived from the request, so a re-run
+with the same seed gets the same replies, and it injects faults (429 with ``Retry-After``, 503, dropped
+connections, replies slower than the client's timeout, malformed JSON, empty content, garbage judge
+replies) at a configurable rate.
+
+Example:
+    >>> with FakeOpenAIServer(latency=0.01) as server:  # doctest: +SKIP
+    ...     cfg = ModelConfig(base_url=server.url, model="fake")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from hadron_hf import prompts
+
+FAULT_KINDS: tuple[str, ...] = ("429", "503", "drop", "slow", "malformed", "empty", "garbage_judge")
+Responder = Callable[[str, list[dict[str, str]], dict[str, Any]], str | None]
+
+
+@dataclass
+class Faults:
+    """Which faults to inject and how often.
+
+    Args:
+        rate: probability that a request gets a fault.
+        kinds: the faults to choose from (see ``FAULT_KINDS``).
+        retry_after: seconds sent in ``Retry-After`` with a 429.
+        slow_seconds: how long a ``slow`` reply takes (set it above the client's timeout).
+        seed: seed of the fault draws.
+    """
+
+    rate: float = 0.0
+    kinds: tuple[str, ...] = FAULT_KINDS
+    retry_after: float = 0.05
+    slow_seconds: float = 2.0
+    seed: int = 0
+
+
+@dataclass
+class ServerLog:
+    """What the server saw."""
+
+    requests: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    answered: Counter[str] = field(default_factory=Counter)
+    models: list[tuple[str, str]] = field(default_factory=list)
+    faults: Counter[str] = field(default_factory=Counter)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    keys_seen: list[str] = field(default_factory=list)
+
+    @property
+    def repeated(self) -> int:
+        """Identical requests answered successfully more than once (a resumed run should have none)."""
+        return sum(n - 1 for n in self.answered.values() if n > 1)
+
+
+def role_of(messages: list[dict[str, str]]) -> str:
+    """Which tournament role sent ``messages`` (``teacher`` when none of our system prompts is there)."""
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    user = messages[-1]["content"] if messages else ""
+    if system == prompts.JUDGE_SYSTEM:
+        return "judge"
+    if system == prompts.CRITIC_SYSTEM:
+        return "critic"
+    if system == prompts.AUTHOR_SYSTEM:
+        return "author_b"
+    if system == prompts.SYNTH_SYSTEM:
+        return "synthesizer"
+    return "judge" if "RANKING:" in user else "teacher"
+
+
+def scripted_reply(role: str, messages: list[dict[str, str]], digest: str, no_flaws_rate: float = 0.3) -> str:
+    """A deterministic, role-shaped reply derived from the request digest."""
+    rng = random.Random(digest)
+    if role == "judge":
+        labels = sorted(set(re.findall(r'id="(X\d)"', messages[-1]["content"]))) or ["X1", "X2", "X3"]
+        rng.shuffle(labels)
+        return f"All three address the task; {labels[0]} is the most precise.\nRANKING: {' > '.join(labels)}"
+    if role == "critic":
+        if "NO FLAWS" in messages[-1]["content"] and rng.random() < no_flaws_rate:
+            return "NO FLAWS"
+        return f"1. \"the answer\" is vague about step {rng.randint(1, 9)}.\n2. It omits an example."
+    words = ["clear", "precise", "careful", "complete", "short", "direct", "worked", "checked"]
+    return f"{role} answer {digest[:8]}: a {rng.choice(words)} and {rng.choice(words)} explanation."
+
+
+class FakeOpenAIServer:
+    """An aiohttp chat-completions server on 127.0.0.1, running in its own thread.
+
+    Args:
+        latency: seconds each successful reply takes.
+        faults: fault injection (``None``: none).
+        api_key: when set, requests must carry it as a bearer token or get 401.
+        max_prompt_chars: longer requests get 400 ``context_length_exceeded``.
+        reasoning: how to return reasoning: ``"reasoning"``, ``"reasoning_content"``, ``"think"``
+            (inline ``<think>`` in the content) or ``None``.
+        responder: ``(role, messages, body) -> text | None`` overriding the scripted replies.
+        no_flaws_rate: how often a critic allowed to say NO FLAWS does so.
+        port: the port (0 picks a free one).
+    """
+
+    def __init__(self, latency: float = 0.0, faults: Faults | None = None, api_key: str | None = None,
+                 max_prompt_chars: int | None = None, reasoning: str | None = None,
+                 responder: Responder | None = None, no_flaws_rate: float = 0.3, port: int = 0) -> None:
+        self.latency = latency
+        self.faults = faults or Faults()
+        self.api_key = api_key
+        self.max_prompt_chars = max_prompt_chars
+        self.reasoning = reasoning
+        self.responder = responder
+        self.no_flaws_rate = no_flaws_rate
+        self.port = port
+        self.log = ServerLog()
+        self._fault_rng = random.Random(self.faults.seed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``/v1`` base URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start serving in a background thread."""
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True, name="fake-openai")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        if self._loop is None or self._thread is None:
+            return
+        runner = self._runner
+        if runner is not None:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+        loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ready.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        log = self.log
+        log.requests += 1
+        log.in_flight += 1
+        log.peak_in_flight = max(log.peak_in_flight, log.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            log.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        self.log.keys_seen.append(auth)
+        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+            shown = auth.removeprefix("Bearer ")
+            return _error(401, f"Incorrect API key provided: {shown[:3]}***{shown[-4:]}.", "invalid_api_key")
+        body = await request.json()
+        messages: list[dict[str, str]] = body["messages"]
+        model = str(body.get("model", ""))
+        role = role_of(messages)
+        self.log.models.append((role, model))
+        self.log.bodies.append(body)
+        if self.max_prompt_chars is not None and sum(len(m["content"]) for m in messages) > self.max_prompt_chars:
+            return _error(400, "This model's maximum context length is exceeded.", "context_length_exceeded")
+        fault = self._draw_fault(role)
+        if fault is not None:
+            self.log.faults[fault] += 1
+            early = await self._inject(fault, request)
+            if early is not None:
+                return early
+        await asyncio.sleep(self.latency)
+        digest = hashlib.sha256(json.dumps([model, messages, body.get("seed")], sort_keys=True).encode()).hexdigest()
+        text = self.responder(role, messages, body) if self.responder else None
+        if text is None:
+            text = scripted_reply(role, messages, digest, self.no_flaws_rate)
+        if fault == "garbage_judge":
+            text = "I think they are all fine, really."
+        elif fault == "empty":
+            text = ""
+        else:
+            self.log.answered[digest] += 1
+        return web.json_response(self._completion(model, role, text, messages))
+
+    def _draw_fault(self, role: str) -> str | None:
+        f = self.faults
+        if f.rate <= 0 or self._fault_rng.random() >= f.rate:
+            return None
+        kinds = [k for k in f.kinds if k != "garbage_judge" or role == "judge"]
+        return self._fault_rng.choice(kinds) if kinds else None
+
+    async def _inject(self, fault: str, request: web.Request) -> web.StreamResponse | None:
+        if fault == "429":
+            return _error(429, "Rate limit reached.", "rate_limit_exceeded",
+                          {"Retry-After": f"{self.faults.retry_after:g}"})
+        if fault == "503":
+            return _error(503, "The server is overloaded.", "overloaded")
+        if fault == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        if fault == "slow":
+            await asyncio.sleep(self.faults.slow_seconds)
+        if fault == "malformed":
+            return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
+        return None
+
+    def _completion(self, model: str, role: str, text: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        thought = f"Thinking as the {role} about the request."
+        if self.reasoning == "think":
+            message["content"] = f"<think>{thought}</think>\n{text}"
+        elif self.reasoning in ("reasoning", "reasoning_content"):
+            message[self.reasoning] = thought
+        prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 1
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4 + 1,
+                      "total_tokens": prompt_tokens + len(text) // 4 + 1},
+        }
+
+
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return web.json_response(body, status=status, headers=headers)

@@ -1,0 +1,297 @@
+"""The AutoReason refinement tournament: pure async logic over ``ChatModel``.
+
+No I/O, clocks, environment or globals here: models arrive as arguments and every random choice comes
+from a ``random.Random`` seeded per row, so a run replays exactly (and a request cache can resume it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hadron_hf import prompts
+from hadron_hf.borda import (
+    CANDIDATES,
+    LABELS,
+    RULES,
+    BordaRule,
+    borda_scores,
+    borda_winner,
+    parse_ranking,
+    ranking_choices,
+)
+from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
+from hadron_hf.errors import BackendError, FatalBackendError, RankingParseError
+
+Variant = Literal["paper", "hadron"]
+Role = Literal["teacher", "critic", "author_b", "synthesizer", "judge"]
+
+
+@dataclass(frozen=True)
+class TournamentSettings:
+    """Tournament knobs (the frozen inside of ``AutoReasonConfig``)."""
+
+    variant: Variant = "paper"
+    judges: int = 3
+    converge_k: int = 2
+    max_iterations: int = 10
+    temperature: float = 0.7
+    author_temperature: float = 0.8
+    judge_temperature: float = 0.3
+    max_tokens: int = 1024
+    judge_max_tokens: int = 512
+    system_prompt: str | None = None
+    constrain_judges: bool = True
+    judge_pool: Literal["round_robin", "random"] = "round_robin"
+
+
+@dataclass(frozen=True)
+class RoleModels:
+    """Which model plays each role; ``judges`` is a pool drawn from for every panel."""
+
+    teacher: ChatModel
+    critic: ChatModel
+    author: ChatModel
+    synthesizer: ChatModel
+    judges: tuple[ChatModel, ...]
+
+    @classmethod
+    def single(cls, model: ChatModel) -> RoleModels:
+        """One model for every role."""
+        return cls(model, model, model, model, (model,))
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One judge's ballot. ``shown[i]`` is the candidate behind ``LABELS[i]``; ``ranking`` is best first."""
+
+    judge: int
+    model: str
+    shown: tuple[str, ...]
+    raw: str
+    ranking: tuple[str, ...]
+    parsed: bool
+    constrained: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Round:
+    """One iteration of the tournament."""
+
+    iteration: int
+    a: str
+    critique: str
+    b: str | None
+    ab: str | None
+    no_flaws: bool
+    merge_order: tuple[str, ...]
+    votes: tuple[Vote, ...]
+    scores: dict[str, int]
+    winner: str
+    fail_safe: bool
+
+    @property
+    def decisive(self) -> bool:
+        """Whether counted votes decided this round (not a no-flaws exit or a fail-safe)."""
+        return not self.no_flaws and not self.fail_safe and any(v.parsed for v in self.votes)
+
+    def text_of(self, candidate: str) -> str:
+        """The text of candidate ``A``, ``B`` or ``AB`` in this round."""
+        return {"A": self.a, "B": self.b, "AB": self.ab}[candidate] or ""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One model call made for a row, for the reasoning-trace and usage columns."""
+
+    role: Role
+    model: str
+    iteration: int
+    answer: str
+    reasoning: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+
+@dataclass(frozen=True)
+class Preference:
+    """The preference pair a row yields: the final winner against the weakest of its decisive round."""
+
+    chosen: str
+    rejected: str | None
+    score_chosen: float | None
+    score_rejected: float | None
+
+    @property
+    def margin(self) -> float | None:
+        """``score_chosen - score_rejected`` where both are known."""
+        if self.score_chosen is None or self.score_rejected is None:
+            return None
+        return self.score_chosen - self.score_rejected
+
+
+@dataclass(frozen=True)
+class TournamentResult:
+    """Everything one row's tournament produced."""
+
+    variant: Variant
+    draft: str
+    refined: str
+    winner_source: str
+    converged: bool
+    rounds: tuple[Round, ...]
+    calls: tuple[CallRecord, ...]
+    preference: Preference
+
+
+def row_seed(seed: int, content: str) -> int:
+    """A 63-bit seed from the config seed and the row's content, independent of batch order."""
+    digest = hashlib.sha256(f"{seed}\x00{content}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class _Row:
+    models: RoleModels
+    settings: TournamentSettings
+    rng: random.Random
+    calls: list[CallRecord] = field(default_factory=list)
+
+    async def call(self, role: Role, iteration: int, model: ChatModel, messages: list[Message],
+                   temperature: float, max_tokens: int, choices: tuple[str, ...] | None = None) -> Completion:
+        params = SamplingParams(temperature, max_tokens, self.rng.getrandbits(31), choices)
+        done = await model.chat(messages, params)
+        self.calls.append(CallRecord(role, done.model, iteration, done.text, done.reasoning,
+                                     done.prompt_tokens, done.completion_tokens, done.cached))
+        return done
+
+
+async def run_tournament(
+    task: Sequence[Message], models: RoleModels, settings: TournamentSettings, rng: random.Random
+) -> TournamentResult:
+    """Refine one task through the AutoReason tournament.
+
+    Args:
+        task: the user's conversation (one or more messages, no system message needed).
+        models: the model for each role.
+        settings: variant, panel size, convergence and sampling settings.
+        rng: this row's random source (see ``row_seed``); every label shuffle and call seed comes from it.
+
+    Returns:
+        The draft, the refined answer, every round and call, and the preference pair.
+
+    Raises:
+        BackendError: a teacher, critic, author or synthesizer call failed for good. A failed judge
+            call only drops that vote.
+    """
+    row = _Row(models, settings, rng)
+    rule = RULES[settings.variant]
+    text = prompts.task_text(task)
+    draft = (await row.call("teacher", 0, models.teacher, prompts.teacher_messages(task, settings.system_prompt),
+                            settings.temperature, settings.max_tokens)).text
+    incumbent, source, streak, converged = draft, "draft", 0, False
+    rounds: list[Round] = []
+    for iteration in range(1, settings.max_iterations + 1):
+        rnd = await _play_round(row, iteration, text, incumbent)
+        rounds.append(rnd)
+        if rnd.winner == "A":
+            streak += 1
+        else:
+            incumbent, source, streak = rnd.text_of(rnd.winner), rnd.winner, 0
+        if streak >= settings.converge_k:
+            converged = True
+            break
+    preference = _preference(rounds, draft, incumbent, rule)
+    return TournamentResult(settings.variant, draft, incumbent, source, converged, tuple(rounds),
+                            tuple(row.calls), preference)
+
+
+async def _play_round(row: _Row, iteration: int, task: str, a: str) -> Round:
+    s, m = row.settings, row.models
+    hadron = s.variant == "hadron"
+    critique = (await row.call("critic", iteration, m.critic, prompts.critic_messages(task, a, hadron),
+                               s.temperature, s.max_tokens)).text
+    if hadron and prompts.NO_FLAWS.lower() in critique.lower():
+        return Round(iteration, a, critique, None, None, True, (), (), dict.fromkeys(CANDIDATES, 0), "A", False)
+    merge_order: tuple[str, ...] = ()
+    if hadron:
+        done_b, done_ab = await asyncio.gather(
+            row.call("author_b", iteration, m.author, prompts.author_messages(task, a, critique),
+                     s.author_temperature, s.max_tokens),
+            row.call("synthesizer", iteration, m.synthesizer, prompts.repair_messages(task, a, critique),
+                     s.temperature, s.max_tokens),
+        )
+        b, ab = done_b.text, done_ab.text
+    else:
+        b = (await row.call("author_b", iteration, m.author, prompts.author_messages(task, a, critique),
+                            s.author_temperature, s.max_tokens)).text
+        merge_order = ("A", "B") if row.rng.random() < 0.5 else ("B", "A")
+        texts = {"A": a, "B": b}
+        versions = [(LABELS[i], texts[c]) for i, c in enumerate(merge_order)]
+        ab = (await row.call("synthesizer", iteration, m.synthesizer, prompts.merge_messages(task, versions),
+                             s.temperature, s.max_tokens)).text
+    votes = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab})
+    rule = RULES[s.variant]
+    counted = [v.ranking for v in votes if v.parsed]
+    fail_safe = hadron and len(counted) <= s.judges / 2
+    scores = dict.fromkeys(CANDIDATES, 0) if fail_safe else borda_scores(counted, rule)
+    winner = "A" if fail_safe else borda_winner(scores, rule)
+    return Round(iteration, a, critique, b, ab, False, merge_order, votes, scores, winner, fail_safe)
+
+
+async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) -> tuple[Vote, ...]:
+    s = row.settings
+    pool = row.models.judges
+    offset = row.rng.randrange(len(pool))
+    panel = []
+    for j in range(s.judges):
+        shown = tuple(row.rng.sample(CANDIDATES, len(CANDIDATES)))
+        model = pool[(offset + j) % len(pool)] if s.judge_pool == "round_robin" else row.rng.choice(pool)
+        panel.append((j, shown, model, row.rng.getrandbits(31)))
+    return tuple(await asyncio.gather(*(_vote(row, iteration, task, texts, *seat) for seat in panel)))
+
+
+async def _vote(row: _Row, iteration: int, task: str, texts: dict[str, str], judge: int,
+                shown: tuple[str, ...], model: ChatModel, seed: int) -> Vote:
+    s = row.settings
+    labelled = [(LABELS[i], texts[c]) for i, c in enumerate(shown)]
+    messages = prompts.judge_messages(task, labelled, reason_first=s.variant == "paper")
+    choices = ranking_choices() if s.constrain_judges else None
+    params = SamplingParams(s.judge_temperature, s.judge_max_tokens, seed, choices)
+    try:
+        done = await model.chat(messages, params)
+    except FatalBackendError:
+        raise
+    except BackendError as exc:
+        return Vote(judge, "", shown, "", (), False, False, f"{type(exc).__name__}: {exc}")
+    row.calls.append(CallRecord("judge", done.model, iteration, done.text, done.reasoning,
+                                done.prompt_tokens, done.completion_tokens, done.cached))
+    try:
+        labels = parse_ranking(done.text)
+    except RankingParseError as exc:
+        return Vote(judge, done.model, shown, done.text, (), False, done.constrained, str(exc))
+    ranking = tuple(shown[LABELS.index(label)] for label in labels)
+    return Vote(judge, done.model, shown, done.text, ranking, True, done.constrained)
+
+
+def _preference(rounds: Sequence[Round], draft: str, refined: str, rule: BordaRule) -> Preference:
+    decisive = [r for r in rounds if r.decisive]
+    if not decisive:
+        rejected = draft if draft != refined else None
+        return Preference(refined, rejected, None, None)
+    last = decisive[-1]
+    # Weakest first: fewest points, ties against the candidate last in the tie order.
+    ordered = sorted(CANDIDATES, key=lambda c: (last.scores[c], -rule.tie_order.index(c)))
+    for candidate in ordered:
+        if last.text_of(candidate) != refined:
+            return Preference(refined, last.text_of(candidate), float(last.scores[last.winner]),
+                              float(last.scores[candidate]))
+    if draft != refined:
+        return Preference(refined, draft, float(last.scores[last.winner]), None)
+    return Preference(refined, None, float(last.scores[last.winner]), None)
