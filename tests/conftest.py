@@ -42,3 +42,6 @@ def server() -> Iterator[FakeOpenAIServer]:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An empty request-cache folder."""
     return str(tmp_path_factory.mktemp("cache"))
+
+
+from fakehub import fake_hub  # noqa: E402, F401  (session fixture: the loopback Hub)

@@ -16,7 +16,6 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypedDict
 from urllib.parse import unquote, urlencode, urlparse
 
@@ -65,7 +64,6 @@ class Repo:
     repo_id: str
     repo_type: str
     private: bool
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     commits: dict[str, dict[str, StoredFile]] = field(default_factory=dict)  # sha -> full snapshot (files shared)
     branches: dict[str, str] = field(default_factory=dict)
 
@@ -81,22 +79,21 @@ class RepoSnapshot(TypedDict):
     type: str
     private: bool
     sha: str
-    branches: dict[str, str]
     files: dict[str, bytes]
     lfs_files: set[str]
 
 
 Args = dict[str, str]
 Handler = Callable[[web.Request, Args], Awaitable[web.Response]]
-_T, _R = r"api/(?P<type>models|datasets|spaces)", r"(?P<repo>[^/]+/[^/]+)"
-_REV = r"(?P<rev>[^/]+)"  # the client quotes revisions with safe="", so "refs/pr/1" is one segment
+# the client quotes revisions with safe="", so "refs/pr/1" is one segment
+_T, _R, _REV = r"api/(?P<type>models|datasets|spaces)", r"(?P<repo>[^/]+/[^/]+)", r"(?P<rev>[^/]+)"
 _PT = r"(?:(?P<type>datasets|spaces)/)?"  # git-style URLs: no prefix for models
 
 
 class FakeHub:
-    """In-memory Hub served by aiohttp on ``127.0.0.1:port`` from a background thread with its own event loop.
+    """In-memory Hub on ``127.0.0.1:port``, served by aiohttp from a background thread with its own event loop.
 
-    Any ``Authorization: Bearer <token>`` is accepted; without one, writes get 401 and private repos look missing.
+    Any bearer token is accepted; without one, writes get 401 and private repos look missing.
     """
 
     def __init__(self, port: int, *, user: str = "fake-user", page_size: int = 1000) -> None:
@@ -168,7 +165,7 @@ class FakeHub:
             for rid, r in self._repos.items():
                 sha, files = r.resolve("main")
                 out[rid] = RepoSnapshot(
-                    type=r.repo_type, private=r.private, sha=sha, branches=dict(r.branches),
+                    type=r.repo_type, private=r.private, sha=sha,
                     files={p: f.data for p, f in files.items()}, lfs_files={p for p, f in files.items() if f.lfs},
                 )  # fmt: skip
             return out
@@ -176,10 +173,8 @@ class FakeHub:
     def read_file(self, repo_id: str, path: str, revision: str = "main") -> bytes:
         """Content of ``path`` at ``revision``; ``KeyError`` if the repo, revision or file is missing."""
         with self._lock:
-            try:
-                return self._repos[repo_id].resolve(revision)[1][path].data
-            except HubError as err:
-                raise KeyError(f"{repo_id}@{revision}") from err
+            repo = self._repos[repo_id]
+            return repo.commits[repo.branches.get(revision, revision)][path].data
 
     def reset(self) -> None:
         """Forget all repos, uploads and logged requests; new shas stay unique, so client caches never alias."""
@@ -230,11 +225,11 @@ class FakeHub:
             return web.json_response({"url": self._repo_url(repo), "name": repo_id, "id": repo_id})
 
     async def _validate_yaml(self, request: web.Request, a: Args) -> web.Response:
-        try:
-            _front_matter((await request.json()).get("content", ""))
+        match = re.match(r"^---\s*\n(.*?)\n---\s*(?:\n|$)", (await request.json()).get("content", ""), re.DOTALL)
+        try:  # YAML syntax only, not the Hub's metadata schema
+            yaml.safe_load(match[1] if match else "")
         except yaml.YAMLError as err:
-            message = f"Invalid YAML in README.md metadata: {err}".replace("\n", " ")
-            return web.json_response({"errors": [{"message": message}]}, status=400)
+            return web.json_response({"errors": [{"message": f"Invalid YAML in README.md: {err}"}]}, status=400)
         return web.json_response({"errors": [], "warnings": []})
 
     async def _repo_info(self, request: web.Request, a: Args) -> web.Response:
@@ -246,11 +241,8 @@ class FakeHub:
                 | ({"lfs": {"sha256": f.sha256, "size": len(f.data), "pointerSize": f.pointer_size}} if f.lfs else {})
                 for p, f in sorted(files.items())
             ]
-            return web.json_response({
-                "id": r.repo_id, "author": r.repo_id.split("/")[0], "sha": sha, "private": r.private, "gated": False,
-                "disabled": False, "createdAt": r.created_at, "downloads": 0, "likes": 0, "tags": [],
-                "siblings": siblings, "cardData": _front_matter(files["README.md"].data.decode() if "README.md" in files else ""),
-            })  # fmt: skip
+            info = {"id": r.repo_id, "sha": sha, "private": r.private, "gated": False, "disabled": False}
+            return web.json_response(info | {"siblings": siblings})
 
     async def _tree(self, request: web.Request, a: Args) -> web.Response:
         path, q = a.get("path", "").strip("/"), request.query
@@ -318,12 +310,10 @@ class FakeHub:
         body = json.loads(await request.read())
         with self._lock:
             self._repo(request, a, write=True)
-            objects = []
-            for o in body["objects"]:
-                href = f"{self.url}/lfs-upload/{o['oid']}"
-                # no "actions" means "already stored", and the client skips the PUT
-                actions = {} if o["oid"] in self._lfs else {"actions": {"upload": {"href": href}}}
-                objects.append({"oid": o["oid"], "size": int(o["size"]), "authenticated": True, **actions})
+            objects = [{"oid": o["oid"], "size": int(o["size"]), "authenticated": True} for o in body["objects"]]
+            for o in objects:
+                if o["oid"] not in self._lfs:  # no "actions" means "already stored": the client skips the PUT
+                    o["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{o['oid']}"}}
         payload = {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}
         return web.json_response(payload, content_type="application/vnd.git-lfs+json")
 
@@ -337,11 +327,9 @@ class FakeHub:
 
     async def _commit(self, request: web.Request, a: Args) -> web.Response:
         lines = [json.loads(line) for line in (await request.read()).splitlines() if line.strip()]
-        if not lines or lines[0].get("key") != "header":
-            raise HubError(400, None, "Commit payload must start with a header line")
         if request.query.get("create_pr") in ("1", "true"):
             raise HubError(501, None, "FakeHub does not support pull requests")
-        parent, branch = lines[0]["value"].get("parentCommit"), a["rev"]
+        parent, branch = lines[0]["value"].get("parentCommit"), a["rev"]  # line 0 is the header
         with self._lock:
             r = self._repo(request, a, write=True)
             if branch not in r.branches:
@@ -390,13 +378,6 @@ def _entry(files: dict[str, StoredFile], path: str) -> dict[str, Any]:
     if f.lfs:
         entry["lfs"] = {"oid": f.sha256, "size": len(f.data), "pointerSize": f.pointer_size}
     return entry
-
-
-def _front_matter(content: str) -> dict[str, Any] | None:
-    """YAML metadata block of a README, ``None`` without one; raises ``yaml.YAMLError`` if it does not parse."""
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(?:\n|$)", content, re.DOTALL)
-    data = yaml.safe_load(match[1]) if match else None
-    return data if isinstance(data, dict) else None
 
 
 _HUB = pytest.StashKey[FakeHub]()

@@ -79,7 +79,7 @@ def test_dataset_card_pushed_after_data_keeps_configs(fake_hub: FakeHub) -> None
 
 def test_upload_file_and_download(fake_hub: FakeHub) -> None:
     api = HfApi()
-    repo_id = api.create_repo("loose-files", repo_type="dataset").repo_id  # no namespace: whoami's user
+    repo_id = api.create_repo("loose-files", repo_type="dataset").repo_id  # no namespace: goes under the hub user
     assert repo_id == f"{fake_hub.user}/loose-files"
     api.upload_file(path_or_fileobj=b"a,b\n1,2\n", path_in_repo="raw/x.csv", repo_id=repo_id, repo_type="dataset")
     api.upload_file(path_or_fileobj=b"\0binary", path_in_repo="raw/blob.dat", repo_id=repo_id, repo_type="dataset")
