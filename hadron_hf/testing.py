@@ -38,21 +38,42 @@ class Faults:
     Args:
         rate: probability that a request gets a fault.
         kinds: the faults to choose from (see ``FAULT_KINDS``).
-        retry_after: seconds sent in ``Retry-After`` with a 429.
+        retry_after: seconds the server asks for with a 429.
+        retry_after_header: how it asks: ``"Retry-After"`` (seconds), ``"retry-after-ms"``
+            (milliseconds) or ``"x-ratelimit-reset-requests"`` (an OpenAI duration such as ``250ms``).
         slow_seconds: how long a ``slow`` reply takes (set it above the client's timeout).
         seed: seed of the fault draws.
+        at: scripted faults, by request number (1 for the first chat request); these come on top of
+            the random ones and ignore ``kinds``.
     """
 
     rate: float = 0.0
     kinds: tuple[str, ...] = FAULT_KINDS
     retry_after: float = 0.05
+    retry_after_header: str = "Retry-After"
     slow_seconds: float = 2.0
     seed: int = 0
+    at: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
 class ServerLog:
-    """What the server saw."""
+    """What the server saw.
+
+    Args:
+        requests: chat requests received.
+        in_flight: requests being handled now.
+        peak_in_flight: the most handled at once.
+        answered: successful answers delivered, by request digest (model, messages, seed).
+        models: ``(role, model)`` of each request.
+        faults: injected faults by kind.
+        bodies: every request body.
+        keys_seen: the ``Authorization`` header of every request.
+        arrivals: when each chat request arrived (server clock, seconds; compare them to each other).
+        fault_times: ``(time, kind)`` of each injected fault, on the same clock.
+        abandoned: answers not delivered because the client had already gone (killed, timed out).
+        held: requests that waited at the ``hold_after`` gate.
+    """
 
     requests: int = 0
     in_flight: int = 0
@@ -62,10 +83,18 @@ class ServerLog:
     faults: Counter[str] = field(default_factory=Counter)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     keys_seen: list[str] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    fault_times: list[tuple[float, str]] = field(default_factory=list)
+    abandoned: int = 0
+    held: int = 0
 
     @property
     def repeated(self) -> int:
-        """Identical requests answered successfully more than once (a resumed run should have none)."""
+        """Identical requests answered more than once (a resumed run should have none).
+
+        Only answers the client was still there to receive count: a reply to a client that had timed
+        out or been killed is in ``abandoned`` instead.
+        """
         return sum(n - 1 for n in self.answered.values() if n > 1)
 
 
@@ -112,11 +141,16 @@ class FakeOpenAIServer:
         responder: ``(role, messages, body) -> text | None`` overriding the scripted replies.
         no_flaws_rate: how often a critic allowed to say NO FLAWS does so.
         port: the port (0 picks a free one).
+        models: when set, any other model name gets 404 ``model_not_found``.
+        hold_after: after this many successful answers, further requests wait (unanswered) until
+            ``release()``; a request whose client goes away meanwhile is dropped. Tests use it to kill a
+            client at a known point.
     """
 
     def __init__(self, latency: float = 0.0, faults: Faults | None = None, api_key: str | None = None,
                  max_prompt_chars: int | None = None, reasoning: str | None = None,
-                 responder: Responder | None = None, no_flaws_rate: float = 0.3, port: int = 0) -> None:
+                 responder: Responder | None = None, no_flaws_rate: float = 0.3, port: int = 0,
+                 models: tuple[str, ...] | None = None, hold_after: int | None = None) -> None:
         self.latency = latency
         self.faults = faults or Faults()
         self.api_key = api_key
@@ -125,7 +159,10 @@ class FakeOpenAIServer:
         self.responder = responder
         self.no_flaws_rate = no_flaws_rate
         self.port = port
+        self.models = models
+        self.hold_after = hold_after
         self.log = ServerLog()
+        self._released: asyncio.Event | None = None
         self._fault_rng = random.Random(self.faults.seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -151,6 +188,12 @@ class FakeOpenAIServer:
         if not ready.wait(10):
             raise RuntimeError("fake OpenAI server did not start")
 
+    def release(self) -> None:
+        """Open the ``hold_after`` gate: held requests and all later ones are answered."""
+        self.hold_after = None
+        if self._loop is not None and self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
+
     def stop(self) -> None:
         """Stop serving and join the thread."""
         if self._loop is None or self._thread is None:
@@ -165,6 +208,7 @@ class FakeOpenAIServer:
     def _serve(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
+        self._released = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
@@ -178,19 +222,21 @@ class FakeOpenAIServer:
         loop.close()
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+        names = self.models or ("fake",)
+        return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         log = self.log
         log.requests += 1
+        log.arrivals.append(asyncio.get_running_loop().time())
         log.in_flight += 1
         log.peak_in_flight = max(log.peak_in_flight, log.in_flight)
         try:
-            return await self._answer(request)
+            return await self._answer(request, log.requests)
         finally:
             log.in_flight -= 1
 
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, number: int) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
         self.log.keys_seen.append(auth)
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
@@ -202,15 +248,23 @@ class FakeOpenAIServer:
         role = role_of(messages)
         self.log.models.append((role, model))
         self.log.bodies.append(body)
+        if self.models is not None and model not in self.models:
+            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         if self.max_prompt_chars is not None and sum(len(m["content"]) for m in messages) > self.max_prompt_chars:
             return _error(400, "This model's maximum context length is exceeded.", "context_length_exceeded")
-        fault = self._draw_fault(role)
+        fault = self.faults.at.get(number) or self._draw_fault(role)
         if fault is not None:
             self.log.faults[fault] += 1
+            self.log.fault_times.append((asyncio.get_running_loop().time(), fault))
             early = await self._inject(fault, request)
             if early is not None:
                 return early
+        if not await self._pass_gate(request):
+            return web.Response(status=499)
         await asyncio.sleep(self.latency)
+        if _client_gone(request):
+            self.log.abandoned += 1
+            return web.Response(status=499)
         digest = hashlib.sha256(json.dumps([model, messages, body.get("seed")], sort_keys=True).encode()).hexdigest()
         text = self.responder(role, messages, body) if self.responder else None
         if text is None:
@@ -223,6 +277,22 @@ class FakeOpenAIServer:
             self.log.answered[digest] += 1
         return web.json_response(self._completion(model, role, text, messages))
 
+    async def _pass_gate(self, request: web.Request) -> bool:
+        """Wait while the ``hold_after`` gate is shut; ``False`` if the client went away meanwhile."""
+        if self.hold_after is None or sum(self.log.answered.values()) < self.hold_after:
+            return True
+        assert self._released is not None
+        self.log.held += 1
+        while not self._released.is_set():
+            if _client_gone(request):
+                self.log.abandoned += 1
+                return False
+            try:
+                await asyncio.wait_for(self._released.wait(), 0.02)
+            except TimeoutError:
+                pass
+        return True
+
     def _draw_fault(self, role: str) -> str | None:
         f = self.faults
         if f.rate <= 0 or self._fault_rng.random() >= f.rate:
@@ -232,8 +302,7 @@ class FakeOpenAIServer:
 
     async def _inject(self, fault: str, request: web.Request) -> web.StreamResponse | None:
         if fault == "429":
-            return _error(429, "Rate limit reached.", "rate_limit_exceeded",
-                          {"Retry-After": f"{self.faults.retry_after:g}"})
+            return _error(429, "Rate limit reached.", "rate_limit_exceeded", self._retry_after_headers())
         if fault == "503":
             return _error(503, "The server is overloaded.", "overloaded")
         if fault == "drop":
@@ -245,6 +314,14 @@ class FakeOpenAIServer:
         if fault == "malformed":
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
         return None
+
+    def _retry_after_headers(self) -> dict[str, str]:
+        name, wait = self.faults.retry_after_header, self.faults.retry_after
+        if name.lower() == "retry-after-ms":
+            return {name: f"{wait * 1000:g}"}
+        if name.lower().startswith("x-ratelimit-reset"):
+            return {name: f"{wait * 1000:g}ms"}
+        return {name: f"{wait:g}"}
 
     def _completion(self, model: str, role: str, text: str, messages: list[dict[str, str]]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -263,6 +340,11 @@ class FakeOpenAIServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4 + 1,
                       "total_tokens": prompt_tokens + len(text) // 4 + 1},
         }
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
