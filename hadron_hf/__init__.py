@@ -2,7 +2,7 @@
 
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams, ScriptedChatModel
 from hadron_hf.columns import OUTPUT_FEATURES, output_features
-from hadron_hf.config import AutoReasonConfig, ModelConfig
+from hadron_hf.config import AutoReasonConfig, ModelConfig, TeacherRoute
 from hadron_hf.errors import (
     AuthenticationError,
     BackendError,
@@ -38,6 +38,7 @@ __all__ = [
     "RoleModels",
     "SamplingParams",
     "ScriptedChatModel",
+    "TeacherRoute",
     "TournamentResult",
     "TournamentSettings",
     "autoreason_map",

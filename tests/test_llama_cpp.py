@@ -31,7 +31,9 @@ def ask(text: str) -> list[Message]:
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[LlamaCppChatModel]:
-    chat_model = LlamaCppChatModel(n_threads=2)
+    # One thread: llama.cpp's threads spin-wait on each other, so on a busy 2-core box two threads run
+    # the file about twice as slowly as one.
+    chat_model = LlamaCppChatModel(n_threads=1)
     yield chat_model
     chat_model.close()
 
@@ -39,7 +41,7 @@ def model() -> Iterator[LlamaCppChatModel]:
 @pytest.fixture(scope="module")
 def small_model() -> Iterator[LlamaCppChatModel]:
     """A 256-token context, so that context limits are cheap to reach."""
-    chat_model = LlamaCppChatModel(n_ctx=256, n_threads=2, model_name="smol-256")
+    chat_model = LlamaCppChatModel(n_ctx=256, n_threads=1, model_name="smol-256")
     yield chat_model
     chat_model.close()
 

@@ -7,17 +7,15 @@ they like: the event loop stays free while they queue.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import re
-import threading
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hadron_hf.backends._worker import SerialWorker
 from hadron_hf.chat import Completion, Message, SamplingParams, split_reasoning
 from hadron_hf.errors import ConfigError, FatalBackendError, ModelNotFoundError, RequestRejectedError, ServerError
 
@@ -97,8 +95,7 @@ class LlamaCppChatModel:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.verbose = verbose
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._worker = SerialWorker("llama-cpp")
         # Touched only from the worker thread, so they need no lock.
         self._llm: Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
@@ -124,24 +121,11 @@ class LlamaCppChatModel:
         """
         if params.choices is not None and not params.choices:
             raise ConfigError("SamplingParams.choices is empty: no reply could satisfy it")
-        loop = asyncio.get_running_loop()
-        # The executor, unlike an asyncio lock or queue, belongs to no event loop, so successive loops can
-        # share it. It is made on demand so that close() can be followed by more calls, and submitted to
-        # under the lock so that close() cannot shut it down in between.
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
-            future = loop.run_in_executor(self._executor, self._chat_sync, list(messages), params)
-        return await future
+        return await self._worker.run(self._chat_sync, list(messages), params)
 
     def close(self) -> None:
         """Wait for queued calls, then free the model; a later call loads it again."""
-        with self._executor_lock:
-            executor, self._executor = self._executor, None
-            if executor is not None:
-                executor.submit(self._unload)
-        if executor is not None:
-            executor.shutdown(wait=True)
+        self._worker.close(self._unload)
 
     def _unload(self) -> None:
         if self._finalizer is not None:
