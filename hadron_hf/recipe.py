@@ -1,0 +1,177 @@
+"""The recipes: turn a refined dataset into a TRL training view, write it with its card, and publish it.
+
+Shared by ``hadron-hf recipe {sft,dpo,critic,reward,kto} ...`` and the thin scripts in ``recipes/``: both
+build their parser with ``add_recipe_arguments`` and call ``run_recipe``.
+
+Example:
+    >>> paths = write_views(refined, "out/views")  # doctest: +SKIP
+    >>> paths["dpo"]  # doctest: +SKIP
+    PosixPath('out/views/dpo')
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from hadron_hf.cards import Lineage, render_card
+from hadron_hf.config import AutoReasonConfig
+from hadron_hf.views import (
+    OPTION_TYPES,
+    VIEW_NAMES,
+    CriticOptions,
+    PairOptions,
+    SftOptions,
+    ViewOptions,
+    ViewResult,
+    build_view,
+    load_refined,
+)
+
+_HELP = {
+    "sft": "supervised fine-tuning conversations with the refined answers",
+    "dpo": "DPO preference pairs with Borda scores and margins",
+    "critic": "critique/revision triples, or conversations that train a critic",
+    "reward": "reward-model pairs (full conversations) with margins",
+    "kto": "KTO rows: winners labelled true, losers false",
+}
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, view: str) -> None:
+    """Add the options of one recipe: input, output, Hub, card and the view's own options."""
+    parser.add_argument("--input", required=True,
+                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
+    parser.add_argument("--split", default="train", help="split of the input (default: train)")
+    parser.add_argument("--output", help=f"output folder (default: hadron-hf-output/{view})")
+    hub = parser.add_argument_group("Hub")
+    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="also push to this Hub dataset repo")
+    visibility = hub.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=True,
+                            help="create the repo private (the default)")
+    visibility.add_argument("--public", dest="private", action="store_false", help="create the repo public")
+    hub.add_argument("--config-name", default="default", help="dataset config name (default: default)")
+    card = parser.add_argument_group("dataset card")
+    card.add_argument("--license", default="other", help="license metadata (default: other)")
+    card.add_argument("--pretty-name", help="the card's title")
+    card.add_argument("--source-dataset", help="the prompt dataset the refined data came from, for the lineage")
+    card.add_argument("--generation-config", metavar="FILE",
+                      help="the AutoReasonConfig YAML/JSON used to refine (settings go on the card, never keys)")
+    opts = parser.add_argument_group(f"{view} view")
+    opts.add_argument("--prompt-column", default="prompt", help="column holding the prompt (default: prompt)")
+    if view != "critic":
+        opts.add_argument("--system-prompt", help="a system message to put first when the prompt has none")
+    if view == "sft":
+        opts.add_argument("--form", choices=["messages", "prompt-completion"], default="messages")
+        opts.add_argument("--cot", choices=["none", "think", "field"], default="none",
+                          help="add the answer's reasoning in <think> tags or as a separate field")
+    elif view == "critic":
+        opts.add_argument("--form", choices=["triple", "messages"], default="triple")
+    else:
+        opts.add_argument("--rejected", choices=["lowest", "draft"], default="lowest",
+                          help="reject the lowest-ranked answer of the final round, or the draft")
+        opts.add_argument("--pairs", choices=["one", "all"], default="one",
+                          help="one pair per row, or every ordered pair of every decisive round")
+        opts.add_argument("--min-margin", type=float, help="drop pairs with a smaller (or unknown) Borda margin")
+        opts.add_argument("--drop-ties", action="store_true", help="drop pairs with a zero margin")
+    parser.set_defaults(view=view, func=run_recipe)
+
+
+def options_from_args(args: argparse.Namespace) -> ViewOptions:
+    """The view options the parsed arguments ask for."""
+    if args.view == "sft":
+        return SftOptions(args.prompt_column, args.system_prompt, args.form.replace("-", "_"), args.cot)
+    if args.view == "critic":
+        return CriticOptions(args.prompt_column, args.form)
+    return PairOptions(args.prompt_column, args.system_prompt, args.rejected, args.pairs, args.min_margin,
+                       args.drop_ties)
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    """Run one recipe from parsed arguments: load, build the view, write it with its card, maybe push.
+
+    Raises:
+        HadronError: unreadable input, a dataset that is not refined, a bad config file, a refused push.
+    """
+    view: str = args.view
+    print(f"Loading {args.input} (split {args.split})")
+    refined = load_refined(args.input, args.split)
+    config = AutoReasonConfig.from_file(args.generation_config) if args.generation_config else None
+    result = build_view(refined, view, options_from_args(args))
+    lineage = Lineage(args.input, args.split, args.source_dataset)
+    card_args: dict[str, Any] = {"config": config, "license": args.license, "pretty_name": args.pretty_name}
+    output = write_view(result, refined, Path(args.output or f"hadron-hf-output/{view}"), lineage, **card_args)
+    print(f"{view} view of {args.input}:\n{result.render()}")
+    print(f"Wrote {output} (parquet and README.md)")
+    if args.push_to_hub:
+        url = publish_view(result, refined, args.push_to_hub, lineage, private=args.private,
+                           config_name=args.config_name, **card_args)
+        print(f"Pushed to {url} ({'private' if args.private else 'public'}, config {args.config_name})")
+    return 0
+
+
+def write_view(result: ViewResult, refined: Dataset, output: Path, lineage: Lineage, *,
+               config: AutoReasonConfig | None = None, license: str = "other", pretty_name: str | None = None) -> Path:
+    """Write a view as a Hub-style folder (``README.md``, ``data/train-*.parquet``) that ``load_dataset`` reads.
+
+    Returns:
+        The folder.
+    """
+    data_dir = output / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for stale in data_dir.glob("*.parquet"):
+        stale.unlink()
+    result.dataset.to_parquet(str(data_dir / "train-00000-of-00001.parquet"))
+    card = render_card(result, refined, lineage, config=config, license=license, pretty_name=pretty_name)
+    card.save(str(output / "README.md"))
+    return output
+
+
+def publish_view(result: ViewResult, refined: Dataset, repo_id: str, lineage: Lineage, *, private: bool = True,
+                 config: AutoReasonConfig | None = None, license: str = "other", pretty_name: str | None = None,
+                 config_name: str = "default") -> str:
+    """Push a view to the Hub, data first, then its card. Returns the repo's URL."""
+    from hadron_hf.hub import push_with_card
+
+    def make_card(hub_metadata: dict[str, Any]) -> Any:
+        return render_card(result, refined, lineage, config=config, license=license, pretty_name=pretty_name,
+                           repo_id=repo_id, config_name=config_name, hub_metadata=hub_metadata)
+
+    return push_with_card(result.dataset, repo_id, make_card, config_name=config_name, private=private)
+
+
+def write_views(refined: Dataset, output_dir: str | Path, *, config: AutoReasonConfig | None = None,
+                lineage: Lineage | None = None, options: dict[str, ViewOptions] | None = None,
+                license: str = "other", prompt_column: str = "prompt") -> dict[str, Path]:
+    """Write every view (sft, dpo, critic, reward, kto) of a refined dataset, each with its card.
+
+    Args:
+        refined: the output of ``autoreason_map``.
+        output_dir: one sub-folder per view is written here.
+        config: the config that refined it, for the cards.
+        lineage: where ``refined`` came from (default: an in-memory dataset).
+        options: per-view options; missing views use their defaults.
+        license: the cards' license metadata.
+        prompt_column: the prompt column, for views without explicit options.
+
+    Returns:
+        The folder of each view, by view name.
+    """
+    lineage = lineage or Lineage("in-memory refined dataset")
+    paths = {}
+    for view in VIEW_NAMES:
+        chosen = (options or {}).get(view) or dataclasses.replace(OPTION_TYPES[view](), prompt_column=prompt_column)
+        result = build_view(refined, view, chosen)
+        paths[view] = write_view(result, refined, Path(output_dir) / view, lineage, config=config, license=license)
+    return paths
+
+
+def add_subcommand(subparsers: Any) -> None:
+    """Add ``hadron-hf recipe {sft,dpo,critic,reward,kto}`` to the command line."""
+    recipe = subparsers.add_parser("recipe", help="build a TRL training view of a refined dataset (and push it)")
+    views = recipe.add_subparsers(title="views", metavar="VIEW", required=True)
+    for view in VIEW_NAMES:
+        add_recipe_arguments(views.add_parser(view, help=_HELP[view], description=_HELP[view]), view)
