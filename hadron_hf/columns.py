@@ -42,6 +42,7 @@ _ROUND = {
     "scores": _SCORES,
     "winner": Value("string"),
     "fail_safe": Value("bool"),
+    "votes_skipped": Value("int32"),
 }
 
 OUTPUT_FEATURES = Features(

@@ -23,6 +23,7 @@ from hadron_hf.borda import (
     borda_winner,
     parse_ranking,
     ranking_choices,
+    winner_is_locked,
 )
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 from hadron_hf.errors import BackendError, FatalBackendError, RankingParseError
@@ -47,6 +48,7 @@ class TournamentSettings:
     system_prompt: str | None = None
     constrain_judges: bool = True
     judge_pool: Literal["round_robin", "random"] = "round_robin"
+    early_stop_judging: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Round:
     scores: dict[str, int]
     winner: str
     fail_safe: bool
+    votes_skipped: int = 0
 
     @property
     def decisive(self) -> bool:
@@ -236,16 +239,17 @@ async def _play_round(row: _Row, iteration: int, task: str, a: str) -> Round:
         versions = [(LABELS[i], texts[c]) for i, c in enumerate(merge_order)]
         ab = (await row.call("synthesizer", iteration, m.synthesizer, prompts.merge_messages(task, versions),
                              s.temperature, s.max_tokens)).text
-    votes = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab})
+    votes, skipped = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab})
     rule = RULES[s.variant]
     counted = [v.ranking for v in votes if v.parsed]
     fail_safe = hadron and len(counted) <= s.judges / 2
     scores = dict.fromkeys(CANDIDATES, 0) if fail_safe else borda_scores(counted, rule)
     winner = "A" if fail_safe else borda_winner(scores, rule)
-    return Round(iteration, a, critique, b, ab, False, merge_order, votes, scores, winner, fail_safe)
+    return Round(iteration, a, critique, b, ab, False, merge_order, votes, scores, winner, fail_safe, skipped)
 
 
-async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) -> tuple[Vote, ...]:
+async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) -> tuple[tuple[Vote, ...], int]:
+    """The panel's votes and how many seats early stopping skipped."""
     s = row.settings
     pool = row.models.judges
     offset = row.rng.randrange(len(pool))
@@ -254,7 +258,54 @@ async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) ->
         shown = tuple(row.rng.sample(CANDIDATES, len(CANDIDATES)))
         model = pool[(offset + j) % len(pool)] if s.judge_pool == "round_robin" else row.rng.choice(pool)
         panel.append((j, shown, model, row.rng.getrandbits(31)))
-    return tuple(await asyncio.gather(*(_vote(row, iteration, task, texts, *seat) for seat in panel)))
+    # Every seat is drawn above, so early stopping never changes what the judges it does call see.
+    votes: list[Vote] = []
+    while len(votes) < len(panel):
+        size = _wave_size(votes, len(panel), s.variant) if s.early_stop_judging else len(panel)
+        wave = panel[len(votes) : len(votes) + size]
+        votes.extend(await asyncio.gather(*(_vote(row, iteration, task, texts, *seat) for seat in wave)))
+        if s.early_stop_judging and _settled(votes, len(panel), s.variant):
+            break
+    return tuple(votes), len(panel) - len(votes)
+
+
+def _settled(votes: Sequence[Vote], panel: int, variant: Variant) -> bool:
+    """Whether the votes still to come can no longer change the round's winner or its fail-safe flag."""
+    rule, left = RULES[variant], panel - len(votes)
+    counted = [v.ranking for v in votes if v.parsed]
+    if variant == "hadron":
+        if len(counted) + left <= panel / 2:
+            return True  # the fail-safe will fire whatever the rest say
+        if len(counted) <= panel / 2:
+            return False  # whether the fail-safe fires is still open
+    return winner_is_locked(borda_scores(counted, rule), left, rule)
+
+
+def _wave_size(votes: Sequence[Vote], panel: int, variant: Variant) -> int:
+    """The fewest further votes after which the round could be settled (calling fewer cannot save a call).
+
+    A vote moves any two candidates' gap by at most the Borda swing, so a candidate can only become
+    locked after ``t`` more votes if its gap to every rival plus ``t`` swings covers the ``left - t``
+    swings still to come; the hadron variant also needs a parsed majority, or enough failures to
+    make the fail-safe certain.
+    """
+    rule, left = RULES[variant], panel - len(votes)
+    counted = [v.ranking for v in votes if v.parsed]
+    scores, swing = borda_scores(counted, rule), rule.points[0] - rule.points[-1]
+
+    def holds(leader: str, rival: str, t: int) -> bool:
+        gap = scores[leader] - scores[rival] + swing * t - swing * (left - t)
+        return gap > 0 or (gap == 0 and rule.tie_order.index(leader) < rule.tie_order.index(rival))
+
+    def could_lock(t: int) -> bool:
+        if variant == "hadron":
+            if len(counted) + left - t <= panel / 2:
+                return True
+            if len(counted) + t <= panel / 2:
+                return False
+        return any(all(holds(c, r, t) for r in rule.tie_order if r != c) for c in rule.tie_order)
+
+    return next((t for t in range(1, left) if could_lock(t)), left)
 
 
 async def _vote(row: _Row, iteration: int, task: str, texts: dict[str, str], judge: int,

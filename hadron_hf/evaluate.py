@@ -1,0 +1,310 @@
+"""Does refinement beat single-shot? A blind panel of external judges compares ``refined`` with ``draft``.
+
+Each judge sees the task and the candidates (the draft, the refined answer and optionally a
+critique-and-revise baseline made here) under its own random label order ``X1..Xn`` and ranks them.
+Borda points as in the paper (n for first place down to 1), refined-vs-draft win/tie/loss by the panel's
+pairwise majority, a bootstrap confidence interval of the win rate, answer lengths, a per-category
+breakdown and the judges' position bias come out as a per-row judgements dataset and a summary.
+
+Example:
+    >>> cfg = AutoReasonConfig(model=ModelConfig(base_url=url, model="gen"),  # doctest: +SKIP
+    ...                        judge_models=[ModelConfig(base_url=judge_url, model="judge")])
+    >>> result = evaluate(load_refined("hadron-hf-output/demo"), cfg, EvalSettings(judges=7))  # doctest: +SKIP
+    >>> print(result.summary.render_markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, List, Value
+
+from hadron_hf import columns as col
+from hadron_hf import prompts
+from hadron_hf.borda import BordaRule, borda_scores, parse_ranking, ranking_choices
+from hadron_hf.chat import ChatModel, SamplingParams
+from hadron_hf.config import AutoReasonConfig, ModelConfig
+from hadron_hf.errors import BackendError, FatalBackendError, InputError, RankingParseError
+from hadron_hf.eval_summary import LOSS, TIE, WIN, EvalSummary, summarize
+from hadron_hf.map import normalize_prompt
+from hadron_hf.runtime import runtime_for
+from hadron_hf.tournament import RoleModels, row_seed
+
+BASELINE = "critique_revise"
+"""The method name of the critique-and-revise baseline (one critique, one revision, no judging)."""
+METHODS: tuple[str, ...] = (col.DRAFT, col.REFINED, BASELINE)
+
+_PER_METHOD = {m: Value("int32") for m in METHODS}
+JUDGEMENT_FEATURES = Features({
+    "row": Value("int32"), "prompt": Value("string"), "category": Value("string"),
+    "status": Value("string"), "error": Value("string"), "critique": Value("string"), BASELINE: Value("string"),
+    "votes": List({"judge": Value("int32"), "model": Value("string"), "shown": List(Value("string")),
+                   "ranking": List(Value("string")), "parsed": Value("bool"), "raw": Value("string"),
+                   "error": Value("string")}),
+    "borda": _PER_METHOD, "refined_vs_draft": Value("string"), "identical": Value("bool"), "chars": _PER_METHOD,
+    "words": _PER_METHOD,
+})
+"""The schema of the per-row judgements dataset (``shown`` lists the methods in label order X1, X2, ...)."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to run the evaluation.
+
+    Args:
+        judges: judges per row, drawn round robin from the config's judge pool (``judge_models``).
+        baseline: also generate and judge a critique-and-revise answer from the draft.
+        category_column: break the results down by this column when the dataset has it.
+        bootstrap_samples: resamples of the rows for the confidence interval.
+        seed: base seed of label orders, call seeds and the bootstrap.
+        reason_first: judges may reason before their ``RANKING:`` line; ``False`` asks for one line.
+        rows_in_flight: rows judged at once (calls are further limited per endpoint).
+    """
+
+    judges: int = 7
+    baseline: bool = False
+    category_column: str = "category"
+    bootstrap_samples: int = 2000
+    seed: int = 0
+    reason_first: bool = True
+    rows_in_flight: int = 256
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The per-row judgements and their summary."""
+
+    judgements: Dataset
+    summary: EvalSummary
+
+    def write(self, folder: str | Path) -> list[Path]:
+        """Write ``judgements/`` (save_to_disk), ``judgements.jsonl``, ``summary.json`` and ``summary.md``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.judgements.save_to_disk(str(out / "judgements"))
+        self.judgements.to_json(str(out / "judgements.jsonl"))
+        (out / "summary.json").write_text(json.dumps(self.summary.as_dict(), indent=2) + "\n")
+        (out / "summary.md").write_text(self.summary.render_markdown())
+        return [out / "judgements", out / "judgements.jsonl", out / "summary.json", out / "summary.md"]
+
+    def push_to_hub(self, repo_id: str, private: bool = True) -> str:
+        """Push the judgements (config ``judgements``), a card with the summary and ``summary.json``.
+
+        Returns:
+            The repo's URL.
+
+        Raises:
+            ConfigError: the Hub refused the push.
+        """
+        from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+
+        from hadron_hf.hub import push_with_card
+
+        def card(meta: dict[str, Any]) -> DatasetCard:
+            data = DatasetCardData(pretty_name="AutoReason evaluation", tags=["hadron_hf", "autoreason", "eval"],
+                                   configs=meta.get("configs"), dataset_info=meta.get("dataset_info"))
+            return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n# AutoReason evaluation\n\n"
+                               f"{self.summary.render_markdown()}")
+
+        url = push_with_card(self.judgements, repo_id, card, config_name="judgements", private=private)
+        HfApi().upload_file(path_or_fileobj=json.dumps(self.summary.as_dict(), indent=2).encode(),
+                            path_in_repo="summary.json", repo_id=repo_id, repo_type="dataset")
+        return url
+
+
+def evaluate(dataset: Dataset, config: AutoReasonConfig, settings: EvalSettings | None = None) -> EvalResult:
+    """Judge ``refined`` against ``draft`` (and optionally a critique-and-revise baseline) on every row.
+
+    Call it from synchronous code; inside an event loop use ``evaluate_async``.
+
+    Args:
+        dataset: a refined dataset (``autoreason_map`` output): the prompt column, ``draft``, ``refined``.
+        config: the models: ``judge_models`` are the judges (configure them apart from the tournament's);
+            ``critic`` and ``author`` (or ``model``) write the baseline; rate limits, retries and the
+            request cache apply as in ``autoreason_map``.
+        settings: panel size, baseline, category column, bootstrap and seed.
+
+    Returns:
+        The per-row judgements (``JUDGEMENT_FEATURES``) and the summary.
+
+    Raises:
+        FatalBackendError: a judge or baseline endpoint cannot be used (wrong key, unknown model, down).
+    """
+    return asyncio.run(evaluate_async(dataset, config, settings))
+
+
+async def evaluate_async(dataset: Dataset, config: AutoReasonConfig,
+                         settings: EvalSettings | None = None) -> EvalResult:
+    """``evaluate`` for code already inside an event loop."""
+    s = settings or EvalSettings()
+    for needed in (config.prompt_column, col.DRAFT, col.REFINED):
+        if needed not in dataset.column_names:
+            raise InputError(f"the dataset lacks column {needed!r} (its columns are {dataset.column_names}); "
+                             "evaluate the output of autoreason_map")
+    keep = [c for c in (config.prompt_column, col.DRAFT, col.REFINED, col.STATUS, s.category_column)
+            if c in dataset.column_names]
+    rows = dataset.select_columns(list(dict.fromkeys(keep))).to_list()
+    roles, gate = runtime_for(config).roles, asyncio.Semaphore(s.rows_in_flight)
+
+    async def judged(i: int, row: dict[str, Any]) -> dict[str, Any]:
+        async with gate:
+            return await judge_row(i, row, config, s, roles)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(judged(i, row)) for i, row in enumerate(rows)]
+    except* FatalBackendError as errors:
+        raise errors.exceptions[0] from None
+    out = [t.result() for t in tasks]
+    methods = METHODS if s.baseline else METHODS[:2]
+    names = tuple(dict.fromkeys(m.model for m in config.judge_pool_models()))
+    summary = summarize(out, methods, s.judges, names, s.bootstrap_samples, s.seed)
+    return EvalResult(Dataset.from_list(out, features=JUDGEMENT_FEATURES), summary)
+
+
+async def judge_row(index: int, row: dict[str, Any], config: AutoReasonConfig, settings: EvalSettings,
+                    roles: RoleModels) -> dict[str, Any]:
+    """One row's judgement record (``JUDGEMENT_FEATURES``); a bad row or failed baseline gets an error."""
+    category = row.get(settings.category_column)
+    out: dict[str, Any] = {"row": index, "prompt": None, "category": None if category is None else str(category),
+                           "status": col.STATUS_OK, "error": None, "critique": None, BASELINE: None, "votes": [],
+                           "borda": None, "refined_vs_draft": None, "identical": None, "chars": None,
+                           "words": None}
+    try:
+        draft, refined = row[col.DRAFT], row[col.REFINED]
+        if row.get(col.STATUS, col.STATUS_OK) != col.STATUS_OK or not isinstance(draft, str) \
+                or not isinstance(refined, str):
+            raise InputError("the row was not refined (its autoreason_status is not ok)")
+        task = normalize_prompt(row[config.prompt_column], config.max_prompt_chars)
+        out["prompt"] = text = prompts.task_text(task)
+        rng = random.Random(row_seed(settings.seed, json.dumps([task, draft, refined], ensure_ascii=False)))
+        answers = {col.DRAFT: draft, col.REFINED: refined}
+        if settings.baseline:
+            seeds = rng.getrandbits(31), rng.getrandbits(31)
+            critique = (await roles.critic.chat(prompts.critic_messages(text, draft, False),
+                                                SamplingParams(config.temperature, config.max_tokens, seeds[0]))).text
+            answers[BASELINE] = (await roles.author.chat(
+                prompts.author_messages(text, draft, critique),
+                SamplingParams(config.author_temperature, config.max_tokens, seeds[1]))).text
+            out["critique"], out[BASELINE] = critique, answers[BASELINE]
+        # Identical candidates only would give the judges nothing to compare.
+        votes = [] if len(set(answers.values())) == 1 else await _panel(text, answers, rng, roles.judges,
+                                                                        config, settings)
+    except FatalBackendError:
+        raise
+    except (InputError, BackendError) as exc:
+        return {**out, "status": col.STATUS_ERROR, "error": f"{type(exc).__name__}: {exc}"}
+    methods = tuple(answers)
+    counted = [v["ranking"] for v in votes if v["parsed"]]
+    scores = borda_scores(counted, BordaRule(tuple(range(len(methods), 0, -1)), methods))
+    ahead = sum(r.index(col.REFINED) < r.index(col.DRAFT) for r in counted)
+    identical = draft == refined
+    if identical:
+        outcome: str | None = TIE
+    elif not counted:
+        outcome = None
+    else:
+        outcome = WIN if 2 * ahead > len(counted) else TIE if 2 * ahead == len(counted) else LOSS
+    return {**out, "votes": votes, "borda": {**dict.fromkeys(METHODS), **scores}, "refined_vs_draft": outcome,
+            "identical": identical, "chars": {m: len(answers[m]) if m in answers else None for m in METHODS},
+            "words": {m: len(answers[m].split()) if m in answers else None for m in METHODS}}
+
+
+async def _panel(task: str, answers: dict[str, str], rng: random.Random, pool: Sequence[ChatModel],
+                 config: AutoReasonConfig, settings: EvalSettings) -> list[dict[str, Any]]:
+    methods = list(answers)
+    labels = tuple(f"X{i + 1}" for i in range(len(methods)))
+    offset = rng.randrange(len(pool))
+    seats = [(j, tuple(rng.sample(methods, len(methods))), pool[(offset + j) % len(pool)], rng.getrandbits(31))
+             for j in range(settings.judges)]
+    choices = ranking_choices(labels) if config.constrain_judges else None
+
+    async def ballot(j: int, shown: tuple[str, ...], model: ChatModel, seed: int) -> dict[str, Any]:
+        vote: dict[str, Any] = {"judge": j, "model": "", "shown": list(shown), "ranking": [], "parsed": False,
+                                "raw": "", "error": None}
+        messages = prompts.judge_messages(task, [(labels[i], answers[m]) for i, m in enumerate(shown)],
+                                          reason_first=settings.reason_first)
+        try:
+            done = await model.chat(messages, SamplingParams(config.judge_temperature, config.judge_max_tokens,
+                                                             seed, choices))
+            vote.update(model=done.model, raw=done.text)
+            ranked = parse_ranking(done.text, labels)
+        except FatalBackendError:
+            raise
+        except (BackendError, RankingParseError) as exc:
+            return {**vote, "error": f"{type(exc).__name__}: {exc}"}
+        return {**vote, "ranking": [shown[labels.index(label)] for label in ranked], "parsed": True}
+
+    return list(await asyncio.gather(*(ballot(*seat) for seat in seats)))
+
+
+def add_subcommand(subparsers: Any) -> None:
+    """Add ``hadron-hf eval``."""
+    parser = subparsers.add_parser("eval", help="judge refined answers against the drafts with a blind panel")
+    add_eval_arguments(parser)
+    parser.set_defaults(func=run_eval)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``hadron-hf eval`` and ``recipes/eval.py``."""
+    from hadron_hf.cli import add_model_arguments
+
+    parser.add_argument("input", help="a refined dataset: a refine/demo output folder, a save_to_disk folder, "
+                                      "a parquet/jsonl file or a Hub name")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    parser.add_argument("--output", default="hadron-hf-output/eval", help="output folder")
+    add_model_arguments(parser)  # the baseline's model; --config may also list judge_models
+    judges = parser.add_argument_group("judges (configure them apart from the tournament's)")
+    judges.add_argument("--judge-base-url", help="OpenAI-compatible /v1 URL of the judges")
+    judges.add_argument("--judge-model", action="append", help="a judge model; repeat for a pool")
+    judges.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="variable holding the judges' key")
+    judges.add_argument("--judges", type=int, default=7, help="judges per row (default 7)")
+    judges.add_argument("--ranking-only", action="store_true", help="judges answer one RANKING line, no reasoning")
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--baseline", action="store_true", help="also judge a critique-and-revise baseline")
+    group.add_argument("--max-tokens", type=int, default=None, help="cap on the baseline's critique and revision")
+    group.add_argument("--category-column", default="category", help="break results down by this column")
+    group.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    group.add_argument("--seed", type=int, default=None)
+    group.add_argument("--no-cache", action="store_true", help="do not use the request cache")
+    group.add_argument("--push-to-hub", metavar="REPO", help="push judgements, summary and card to this dataset")
+    group.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
+    parser.set_defaults(max_iterations=None, variant=None)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``hadron-hf eval``: judge, write the outputs, print the summary and optionally push."""
+    from hadron_hf.cli import config_from_args
+    from hadron_hf.views import load_refined
+
+    config = config_from_args(args)
+    if args.judge_base_url or args.judge_model:
+        pool = [ModelConfig(base_url=args.judge_base_url, model=name, api_key_env=args.judge_api_key_env)
+                for name in args.judge_model or ["default"]]
+        config = config.model_copy(update={"judge_models": pool})
+    elif config.judge_models is None:
+        print("note: no --judge-base-url/--judge-model or judge_models given; the generating model judges itself")
+    ds = load_refined(args.input, split=args.split)
+    if args.limit is not None:
+        ds = ds.select(range(min(args.limit, len(ds))))
+    settings = EvalSettings(judges=args.judges, baseline=args.baseline, category_column=args.category_column,
+                            bootstrap_samples=args.bootstrap, seed=config.seed if args.seed is None else args.seed,
+                            reason_first=not args.ranking_only)
+    names = ", ".join(dict.fromkeys(m.model for m in config.judge_pool_models()))
+    print(f"Judging {len(ds)} rows of {args.input} with {settings.judges} judges ({names})"
+          + (" and a critique-and-revise baseline." if settings.baseline else "."))
+    result = evaluate(ds, config, settings)
+    paths = result.write(args.output)
+    print(result.summary.render_markdown())
+    print("Wrote " + ", ".join(str(p) for p in paths))
+    if args.push_to_hub:
+        print(f"Pushed to {result.push_to_hub(args.push_to_hub, private=not args.public)}")
+    return 0

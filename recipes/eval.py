@@ -1,0 +1,31 @@
+"""Prove the labels are better: a blind panel of external judges compares the refined answers with the
+single-shot drafts (and optionally a critique-and-revise baseline), with a bootstrap confidence interval.
+
+    python recipes/eval.py hadron-hf-output/demo --judge-base-url http://127.0.0.1:8000/v1 \
+        --judge-model judge-a --judge-model judge-b --judges 7 --baseline --output out/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hadron_hf.errors import HadronError
+from hadron_hf.evaluate import add_eval_arguments, run_eval
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments and run the evaluation; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    add_eval_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_eval(args)
+    except HadronError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

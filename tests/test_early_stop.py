@@ -1,0 +1,185 @@
+"""Early-stopped judging: replayed full panels must give the same winner with fewer judge calls."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from datasets import Dataset
+
+from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
+from hadron_hf.borda import CANDIDATES, RULES, borda_scores, borda_winner
+from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.errors import ServerError
+from hadron_hf.testing import FakeOpenAIServer, role_of
+from hadron_hf.tournament import RoleModels, Round, TournamentSettings, run_tournament
+
+TASK: list[Message] = [{"role": "user", "content": "Explain TCP slow start."}]
+_CANDIDATE = re.compile(r'<candidate id="(X\d)">\n(.*?)\n</candidate>', re.DOTALL)
+_TEXTS = {"A": "draft-text", "B": "B-text", "AB": "AB-text"}
+FAILED = "failed"  # a recorded seat whose call failed for good
+Seat = tuple[str, ...] | None | str  # a ranking of candidates (best first), None (unparseable) or FAILED
+RANKINGS = list(itertools.permutations(CANDIDATES))
+
+
+@dataclass
+class Writer:
+    """Teacher, critic, author and synthesizer with fixed texts (the critic never says NO FLAWS)."""
+
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        await asyncio.sleep(0)
+        text = {"teacher": _TEXTS["A"], "critic": "1. \"vague\" wording.", "author_b": _TEXTS["B"],
+                "synthesizer": _TEXTS["AB"]}[role_of(list(messages))]
+        return Completion(text, None, 1, 1, "writer")
+
+
+@dataclass
+class RecordedPanel:
+    """Judges replaying a recorded panel: seat ``j`` answers ``seats[j]`` in whatever labels it is shown.
+
+    Seats are taken in call order; ``asyncio.gather`` starts a wave's calls in seat order.
+    """
+
+    seats: Sequence[Seat]
+    seeds: list[int | None] = field(default_factory=list)
+
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        seat = self.seats[len(self.seeds)]
+        self.seeds.append(params.seed)
+        await asyncio.sleep(0)
+        if seat == FAILED:
+            raise ServerError("recorded failure")
+        if seat is None:
+            return Completion("They are all fine.", None, 1, 1, "panel")
+        label = {text: lab for lab, text in _CANDIDATE.findall(messages[-1]["content"])}
+        return Completion("RANKING: " + " > ".join(label[_TEXTS[c]] for c in seat), None, 1, 1, "panel")
+
+
+async def replay(panel: Sequence[Seat], variant: str, early: bool, seed: int) -> tuple[Round, RecordedPanel]:
+    """Play one round where judge seat ``j`` answers ``panel[j]``."""
+    judges = RecordedPanel(panel)
+    writer = Writer()
+    models = RoleModels(writer, writer, writer, writer, (judges,))
+    settings = TournamentSettings(variant=variant, judges=len(panel), max_iterations=1,  # type: ignore[arg-type]
+                                  early_stop_judging=early)
+    result = await run_tournament(TASK, models, settings, random.Random(seed))
+    return result.rounds[0], judges
+
+
+def random_panel(rng: random.Random, judges: int, consensus: bool) -> list[Seat]:
+    """A panel with a random share of unparseable and failed seats; ``consensus`` judges mostly agree."""
+    bad = rng.choice([0.0, 0.0, 0.1, 0.3, 0.6])
+    favourite = rng.choice(RANKINGS)
+    seats: list[Seat] = []
+    for _ in range(judges):
+        if rng.random() < bad:
+            seats.append(FAILED if rng.random() < 0.2 else None)
+        else:
+            seats.append(favourite if consensus and rng.random() < 0.7 else rng.choice(RANKINGS))
+    return seats
+
+
+def outcome(seats: Sequence[Seat], judges: int, variant: str) -> tuple[str, bool]:
+    """The full-panel (winner, fail_safe) straight from the rules, independent of the tournament code."""
+    counted = [s for s in seats if isinstance(s, tuple)]
+    if variant == "hadron" and len(counted) <= judges / 2:
+        return "A", True
+    return borda_winner(borda_scores(counted, RULES[variant]), RULES[variant]), False
+
+
+def settled(prefix: Sequence[Seat], judges: int, variant: str) -> bool:
+    """Brute force: no way the remaining seats could vote changes the outcome (extremes tried first)."""
+    rest, options = judges - len(prefix), [*RANKINGS, None]
+    first = outcome([*prefix, *[None] * rest], judges, variant)
+    tries = itertools.chain(([o] * rest for o in options), itertools.product(options, repeat=rest))
+    return all(outcome([*prefix, *more], judges, variant) == first for more in tries)
+
+
+async def check_same_outcome(panel: Sequence[Seat], variant: str, seed: int) -> tuple[int, int]:
+    """Assert early stopping keeps the full panel's outcome and labels; return (calls made, seats)."""
+    full, everyone = await replay(panel, variant, False, seed)
+    cut, judges = await replay(panel, variant, True, seed)
+    assert (cut.winner, cut.fail_safe, cut.decisive) == (full.winner, full.fail_safe, full.decisive), panel
+    called = len(cut.votes)
+    assert cut.votes == full.votes[:called], "the judges called saw exactly what the full panel saw"
+    assert cut.votes_skipped == len(panel) - called and full.votes_skipped == 0
+    assert judges.seeds == everyone.seeds[:called], "the same call seeds, drawn up front"
+    assert (full.winner, full.fail_safe) == outcome(panel, len(panel), variant)
+    # It stops at the first prefix whose outcome nothing can change: never too early, never a wasted call.
+    assert all(not settled(panel[:k], len(panel), variant) for k in range(called))
+    assert called == len(panel) or settled(panel[:called], len(panel), variant)
+    return called, len(panel)
+
+
+def saving(made: list[tuple[int, int]]) -> float:
+    return 1 - sum(c for c, _ in made) / sum(n for _, n in made)
+
+
+@pytest.mark.parametrize("variant", ["paper", "hadron"])
+async def test_every_three_judge_panel_keeps_its_winner(variant: str) -> None:
+    seats: list[Seat] = [*RANKINGS, None, FAILED]
+    made = [await check_same_outcome(panel, variant, seed)
+            for seed, panel in enumerate(itertools.product(seats, repeat=3))]
+    assert len(made) == 8**3
+    assert 0 < saving(made) < 1
+
+
+@pytest.mark.parametrize("judges", [3, 5, 7], ids=["3-judges", "5-judges", "7-judges"])
+@pytest.mark.parametrize("variant", ["paper", "hadron"])
+async def test_replayed_random_panels_keep_their_winner(variant: str, judges: int) -> None:
+    rng = random.Random(f"{variant}-{judges}")
+    uniform = [await check_same_outcome(random_panel(rng, judges, False), variant, i) for i in range(150)]
+    agreeing = [await check_same_outcome(random_panel(rng, judges, True), variant, i) for i in range(150)]
+    assert saving(agreeing) > saving(uniform) >= 0
+    assert saving(agreeing) > 0.05
+
+
+@pytest.mark.parametrize("variant", ["paper", "hadron"])
+async def test_unanimous_majority_skips_the_rest(variant: str) -> None:
+    cut, judges = await replay([("A", "B", "AB")] * 7, variant, True, seed=3)
+    # After five 3/2/1 (or 2/1/0) ballots A leads B by 5 (or 5) points; two more can close only 4.
+    assert len(cut.votes) == 5 and cut.votes_skipped == 2 and cut.winner == "A"
+    assert len(judges.seeds) == 5
+
+
+async def test_hadron_certain_fail_safe_stops_and_open_fail_safe_does_not() -> None:
+    cut, _ = await replay([None, FAILED, ("B", "AB", "A")], "hadron", True, seed=0)
+    assert cut.fail_safe and cut.winner == "A" and cut.votes_skipped == 1
+    # Two of four parse in the first wave: the fail-safe is open, so judging goes on.
+    panel: list[Seat] = [("B", "AB", "A"), None, ("B", "AB", "A"), ("B", "A", "AB")]
+    for seed in range(10):
+        cut, _ = await replay(panel, "hadron", True, seed)
+        full, _ = await replay(panel, "hadron", False, seed)
+        assert (cut.winner, cut.fail_safe) == (full.winner, full.fail_safe) == ("B", False)
+
+
+async def test_paper_all_unparseable_never_stops_early() -> None:
+    cut, _ = await replay([None] * 5, "paper", True, seed=0)
+    assert cut.votes_skipped == 0 and cut.winner == "A" and not cut.decisive
+
+
+def test_default_off_and_trace_column_through_map(server: FakeOpenAIServer, cache_dir: str) -> None:
+    def draft_first(role: str, messages: list[dict[str, str]], body: dict[str, object]) -> str | None:
+        if role != "judge":
+            return None
+        shown = _CANDIDATE.findall(messages[-1]["content"])
+        labels = sorted(shown, key=lambda s: not s[1].startswith("teacher answer"))
+        return "RANKING: " + " > ".join(label for label, _ in labels)
+
+    server.responder = draft_first
+    ds = Dataset.from_dict({"prompt": [f"Question {i}?" for i in range(4)]})
+    base = AutoReasonConfig(model=ModelConfig(base_url=server.url, model="m"), judges=3, cache_dir=cache_dir)
+    assert base.early_stop_judging is False and base.settings().early_stop_judging is False
+    for early, votes, skipped in [(False, 3, 0), (True, 2, 1)]:
+        cfg = base.model_copy(update={"early_stop_judging": early})
+        out = ds.map(autoreason_map, batched=True, fn_kwargs={"config": cfg})
+        assert out.features["autoreason_trace"]["rounds"].feature["votes_skipped"].dtype == "int32"
+        for row in out:
+            assert row["autoreason_status"] == "ok" and row["refined"] == row["draft"]
+            rounds = row["autoreason_trace"]["rounds"]
+            assert [(len(r["votes"]), r["votes_skipped"]) for r in rounds] == [(votes, skipped)] * 2
