@@ -18,7 +18,7 @@ from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.errors import ConfigError, HadronError
 
 # Modules that contribute subcommands, in help order; a missing optional module is skipped.
-_PLUGINS = ("hadron_hf.views", "hadron_hf.report", "hadron_hf.evaluate", "hadron_hf.build")
+_PLUGINS = ("hadron_hf.recipe", "hadron_hf.report", "hadron_hf.evaluate", "hadron_hf.build")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--split", default="train")
     refine.add_argument("--limit", type=int, default=None, help="only the first N rows")
     refine.add_argument("--output", default="hadron-hf-output/refined", help="output folder")
+    refine.add_argument("--no-views", action="store_true", help="write only the refined dataset, not the views")
+    refine.add_argument("--engine", choices=["datasets", "ray"], default="datasets",
+                        help="datasets: Dataset.map here; ray: a Ray actor pool (cluster at RAY_ADDRESS, else local)")
+    refine.add_argument("--num-workers", type=int, default=2, help="Ray worker actors (with --engine ray)")
     add_model_arguments(refine)
     add_tournament_arguments(refine)
     refine.set_defaults(func=run_refine)
@@ -125,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ds = bundled_prompts().shuffle(seed=cfg.seed).select(range(min(args.rows, 32)))
     print(f"Refining {len(ds)} bundled prompts on the embedded model ({cfg.model.model}), "
           f"{cfg.judges} judges, up to {cfg.max_iterations} rounds each.")
-    return _refine_and_write(ds, cfg, Path(args.output), args.batch_size)
+    return _refine_and_write(ds, cfg, Path(args.output), args.batch_size, "hadron_hf bundled prompts")
 
 
 def run_refine(args: argparse.Namespace) -> int:
@@ -138,22 +142,42 @@ def run_refine(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.input} has no column {cfg.prompt_column!r}; its columns are {ds.column_names}. "
                           "Choose one with --prompt-column.")
     print(f"Refining {len(ds)} rows of {args.input} with {cfg.model.model} ({cfg.model.backend}).")
-    return _refine_and_write(ds, cfg, Path(args.output), args.batch_size)
+    workers = args.num_workers if args.engine == "ray" else None
+    return _refine_and_write(ds, cfg, Path(args.output), args.batch_size, args.input, workers,
+                             write_views=not args.no_views)
 
 
-def _refine_and_write(ds: Any, cfg: AutoReasonConfig, output: Path, batch_size: int) -> int:
+def _refine_and_write(ds: Any, cfg: AutoReasonConfig, output: Path, batch_size: int, source: str,
+                      ray_workers: int | None = None, write_views: bool = True) -> int:
     from hadron_hf.map import autoreason_map
     from hadron_hf.summary import summarize
 
     started = time.perf_counter()
-    out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": cfg},
-                 desc="Refining", load_from_cache_file=False)
+    if ray_workers is None:
+        out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": cfg},
+                     desc="Refining", load_from_cache_file=False)
+    else:
+        try:
+            from hadron_hf.ray import RayOptions, refine_dataset
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            raise ConfigError('--engine ray needs Ray: pip install "hadron_hf[ray]"') from None
+        out = refine_dataset(ds, cfg, RayOptions(num_workers=ray_workers, batch_size=batch_size))
     elapsed = time.perf_counter() - started
     output.mkdir(parents=True, exist_ok=True)
     out.save_to_disk(str(output / "refined"))
     out.to_json(str(output / "refined.jsonl"))
     print(summarize(out, elapsed).render())
     print(f"Wrote {output / 'refined'} (save_to_disk) and {output / 'refined.jsonl'}")
+    if write_views:
+        from hadron_hf.cards import Lineage
+        from hadron_hf.recipe import write_views as write_training_views
+
+        views = write_training_views(out, output / "views", config=cfg, lineage=Lineage(source),
+                                     prompt_column=cfg.prompt_column)
+        for name, path in views.items():
+            print(f"  {name:<7} {path}")
     return 0
 
 

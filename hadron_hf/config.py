@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from hadron_hf.errors import ConfigError
 from hadron_hf.tournament import TournamentSettings
@@ -42,6 +43,8 @@ class ModelConfig(BaseModel):
         n_ctx: context window of an embedded model.
         n_threads: CPU threads of an embedded model (``None``: llama.cpp's default).
         extra_body: extra JSON fields sent with every request (e.g. vLLM options).
+        price_input_per_mtok: USD per million prompt tokens, for cost accounting (``None``: unpriced).
+        price_output_per_mtok: USD per million completion tokens (``None``: unpriced).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,6 +63,15 @@ class ModelConfig(BaseModel):
     n_ctx: int = Field(2048, ge=256)
     n_threads: int | None = Field(None, ge=1)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    price_input_per_mtok: float | None = Field(None, ge=0)
+    price_output_per_mtok: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_local_backend(self) -> ModelConfig:
+        # Checked here, not on AutoReasonConfig, so that the error names the role (``critic: ...``).
+        if self.backend == "mlx" and not self.model_path:
+            raise ValueError("an mlx model needs model_path (a local mlx-lm model folder)")
+        return self
 
     def identity(self) -> str:
         """Who answers: backend, server and model, without any credential (cache keys, limiter keys)."""
@@ -75,6 +87,34 @@ class ModelConfig(BaseModel):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class TeacherRoute(BaseModel):
+    """Send prompts matching ``pattern`` to a different teacher (e.g. code to a code model).
+
+    Args:
+        pattern: a Python regular expression, searched (``re.search``) in the prompt's text; add ``(?i)``
+            to ignore case.
+        model: the teacher for matching prompts.
+
+    Example:
+        >>> TeacherRoute(pattern=r"(?i)\\b(python|def |class )", model=ModelConfig(model="coder")).model.model
+        'coder'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str
+    model: ModelConfig
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
 class AutoReasonConfig(BaseModel):
     """Everything ``autoreason_map`` needs; it pickles and hashes stably for ``Dataset.map``.
 
@@ -82,6 +122,7 @@ class AutoReasonConfig(BaseModel):
         model: the default model, used by every role without its own.
         teacher, critic, author, synthesizer: per-role models (fall back to ``model``).
         judge_models: a pool of judge models (falls back to ``[model]``).
+        teacher_routes: prompts matching a route's pattern get its teacher; the first match wins.
         judges: judges per panel.
         converge_k: rounds in a row the incumbent must win to stop.
         max_iterations: cap on rounds.
@@ -98,10 +139,13 @@ class AutoReasonConfig(BaseModel):
         max_prompt_chars: longer prompts fail their row without any call.
         constrain_judges: ask backends that can (llama.cpp) to force a well-formed ranking line.
         judge_pool: draw judges from the pool ``"round_robin"`` or at ``"random"`` (row-seeded).
+        early_stop_judging: call a round's judges in waves and skip the rest once they can no longer
+            change the winner (fewer calls, more sequential latency; off by default).
         cache: keep every completed call in the request cache, so a re-run resumes.
         cache_dir: where the cache lives (default ``$HADRON_HF_CACHE`` or ``~/.cache/hadron_hf``).
         capture_reasoning: fill the ``reasoning_traces`` column.
-        fail_fast_after: if this many calls have failed for good and none succeeded, stop the job.
+        fail_fast_after: if this many calls in a row fail for good (no success in between), stop the job.
+        progress: show a live progress line on a terminal (``HADRON_HF_PROGRESS=0``/``1`` overrides).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -112,6 +156,7 @@ class AutoReasonConfig(BaseModel):
     author: ModelConfig | None = None
     synthesizer: ModelConfig | None = None
     judge_models: list[ModelConfig] | None = Field(None, min_length=1)
+    teacher_routes: list[TeacherRoute] = Field(default_factory=list)
     judges: int = Field(3, ge=1)
     converge_k: int = Field(2, ge=1)
     max_iterations: int = Field(10, ge=1)
@@ -127,17 +172,12 @@ class AutoReasonConfig(BaseModel):
     max_prompt_chars: int = Field(100_000, ge=1)
     constrain_judges: bool = True
     judge_pool: Literal["round_robin", "random"] = "round_robin"
+    early_stop_judging: bool = False
     cache: bool = True
     cache_dir: str | None = None
     capture_reasoning: bool = True
     fail_fast_after: int = Field(8, ge=1)
-
-    @model_validator(mode="after")
-    def _check_local_backends(self) -> AutoReasonConfig:
-        for m in self.all_models():
-            if m.backend == "mlx" and not m.model_path:
-                raise ValueError("an mlx model needs model_path (a local mlx-lm model folder)")
-        return self
+    progress: bool = True
 
     def role_models(self) -> dict[str, ModelConfig]:
         """The model of each single role, after fallback to ``model``."""
@@ -155,7 +195,8 @@ class AutoReasonConfig(BaseModel):
     def all_models(self) -> list[ModelConfig]:
         """Every distinct model this config uses."""
         seen: dict[str, ModelConfig] = {}
-        for m in [*self.role_models().values(), *self.judge_pool_models()]:
+        routed = [r.model for r in self.teacher_routes]
+        for m in [*self.role_models().values(), *routed, *self.judge_pool_models()]:
             seen.setdefault(m.identity(), m)
         return list(seen.values())
 
@@ -167,7 +208,7 @@ class AutoReasonConfig(BaseModel):
             author_temperature=self.author_temperature, judge_temperature=self.judge_temperature,
             max_tokens=self.max_tokens, judge_max_tokens=self.judge_max_tokens,
             system_prompt=self.system_prompt, constrain_judges=self.constrain_judges,
-            judge_pool=self.judge_pool,
+            judge_pool=self.judge_pool, early_stop_judging=self.early_stop_judging,
         )
 
     def cache_path(self) -> Path:
@@ -195,7 +236,8 @@ class AutoReasonConfig(BaseModel):
             else:
                 data = json.loads(text)
         except Exception as exc:  # yaml and json raise unrelated types
-            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: "
+                              f"{_parse_problem(exc)}") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -207,11 +249,19 @@ class AutoReasonConfig(BaseModel):
             raise ConfigError(describe_validation_error(exc, source)) from None
 
 
+def _parse_problem(exc: Exception) -> str:
+    """A YAML or JSON parse error in one line: yaml's own message draws the line with a caret."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{getattr(exc, 'problem', None) or 'parse error'} (line {mark.line + 1}, column {mark.column + 1})"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem, each naming the field path; never echoes the offending value."""
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         lines.append(f"  {where}: {msg}")
     return f"invalid {source}:\n" + "\n".join(lines)

@@ -12,6 +12,8 @@ from hadron_hf import columns as col
 from hadron_hf.chat import Message
 from hadron_hf.config import AutoReasonConfig
 from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
+from hadron_hf.progress import PriceTable, progress_for
+from hadron_hf.prompts import task_text
 from hadron_hf.runtime import Runtime, runtime_for
 from hadron_hf.tournament import TournamentResult, row_seed, run_tournament
 
@@ -46,12 +48,19 @@ async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) 
         )
     runtime = runtime_for(config)
     prompts = batch[config.prompt_column]
+    progress = progress_for(config, runtime)
+    progress.start_batch(len(prompts))
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(refine_row(p, config, runtime)) for p in prompts]
+            for t in tasks:
+                t.add_done_callback(progress.row_done)
     except* FatalBackendError as errors:
         raise errors.exceptions[0] from None
-    return col.typed_batch(rows_to_columns([t.result() for t in tasks], config.capture_reasoning))
+    finally:
+        progress.end_batch()
+    return col.typed_batch(rows_to_columns([t.result() for t in tasks], config.capture_reasoning,
+                                           progress.prices))
 
 
 async def refine_row(prompt: Any, config: AutoReasonConfig, runtime: Runtime) -> TournamentResult | str:
@@ -59,7 +68,7 @@ async def refine_row(prompt: Any, config: AutoReasonConfig, runtime: Runtime) ->
     try:
         task = normalize_prompt(prompt, config.max_prompt_chars)
         rng = random.Random(row_seed(config.seed, json.dumps(task, sort_keys=True, ensure_ascii=False)))
-        return await run_tournament(task, runtime.roles, config.settings(), rng)
+        return await run_tournament(task, runtime.roles_for(task_text(task)), config.settings(), rng)
     except FatalBackendError:
         raise
     except (InputError, BackendError) as exc:
@@ -98,8 +107,9 @@ def _is_message(m: Any) -> bool:
     return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
-def rows_to_columns(results: Sequence[TournamentResult | str], capture_reasoning: bool = True) -> dict[str, list[Any]]:
-    """Lay tournament results (or row error messages) out as our output columns."""
+def rows_to_columns(results: Sequence[TournamentResult | str], capture_reasoning: bool = True,
+                    prices: PriceTable | None = None) -> dict[str, list[Any]]:
+    """Lay tournament results (or row error messages) out as our output columns (``prices``: for cost)."""
     out: dict[str, list[Any]] = {name: [] for name in col.OUTPUT_COLUMNS}
     for result in results:
         if isinstance(result, str):
@@ -108,12 +118,12 @@ def rows_to_columns(results: Sequence[TournamentResult | str], capture_reasoning
             out[col.STATUS][-1], out[col.ERROR][-1] = col.STATUS_ERROR, result
             out[col.REASONING][-1] = []
             continue
-        for name, value in _row_values(result, capture_reasoning).items():
+        for name, value in _row_values(result, capture_reasoning, prices).items():
             out[name].append(value)
     return out
 
 
-def _row_values(r: TournamentResult, capture_reasoning: bool) -> dict[str, Any]:
+def _row_values(r: TournamentResult, capture_reasoning: bool, prices: PriceTable | None = None) -> dict[str, Any]:
     pref = r.preference
     return {
         col.DRAFT: r.draft,
@@ -137,7 +147,7 @@ def _row_values(r: TournamentResult, capture_reasoning: bool) -> dict[str, Any]:
             "cached_calls": sum(c.cached for c in r.calls),
             "prompt_tokens": sum(c.prompt_tokens for c in r.calls),
             "completion_tokens": sum(c.completion_tokens for c in r.calls),
-            "cost_usd": None,
+            "cost_usd": prices.calls_cost(r.calls) if prices else None,
         },
         col.REASONING: [
             {"role": c.role, "model": c.model, "iteration": c.iteration, "reasoning": c.reasoning,
@@ -166,4 +176,5 @@ def _round_value(rnd: Any) -> dict[str, Any]:
         "scores": dict(rnd.scores),
         "winner": rnd.winner,
         "fail_safe": rnd.fail_safe,
+        "votes_skipped": rnd.votes_skipped,
     }

@@ -7,9 +7,13 @@ so they are built lazily here, once per process, event loop and config.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from hadron_hf.cache import CachedChatModel, RequestCache
 from hadron_hf.chat import ChatModel
@@ -18,6 +22,19 @@ from hadron_hf.resilience import CallStats, Limits, ResilientChatModel
 from hadron_hf.tournament import RoleModels
 
 _LOCAL_MODELS: dict[tuple[int, str], ChatModel] = {}
+ModelWrapper = Callable[[ModelConfig, ChatModel], ChatModel]
+_WRAPPERS: dict[str, list[ModelWrapper]] = {"backend": [], "endpoint": []}
+
+
+def add_model_wrapper(where: Literal["backend", "endpoint"], wrapper: ModelWrapper) -> None:
+    """Wrap every model stack this process builds from now on (``hadron_hf.ray`` uses it in its workers).
+
+    Args:
+        where: ``"backend"`` wraps the raw backend, under retries and limits (it sees every attempt);
+            ``"endpoint"`` wraps the whole stack, above the request cache.
+        wrapper: ``(model_config, model) -> model``.
+    """
+    _WRAPPERS[where].append(wrapper)
 
 
 def build_backend(cfg: ModelConfig) -> ChatModel:
@@ -43,11 +60,23 @@ def build_backend(cfg: ModelConfig) -> ChatModel:
 
 @dataclass
 class Runtime:
-    """The models of one config in one event loop, and their counters."""
+    """The models of one config in one event loop, and their counters.
+
+    ``routes`` holds, per ``AutoReasonConfig.teacher_routes`` entry in order, its compiled pattern and the
+    role models with that route's teacher.
+    """
 
     roles: RoleModels
     endpoints: dict[str, ResilientChatModel]
     cache: RequestCache | None
+    routes: tuple[tuple[re.Pattern[str], RoleModels], ...] = ()
+
+    def roles_for(self, text: str) -> RoleModels:
+        """The role models for a prompt: the first teacher route whose pattern is found in ``text`` wins."""
+        for pattern, roles in self.routes:
+            if pattern.search(text):
+                return roles
+        return self.roles
 
     def stats(self) -> CallStats:
         """Counters summed over every endpoint."""
@@ -79,8 +108,13 @@ def _build(config: AutoReasonConfig) -> Runtime:
         ident = cfg.identity()
         if ident not in stacks:
             limits = Limits(cfg.max_concurrency, cfg.rpm, cfg.tpm, cfg.max_retries, config.fail_fast_after)
-            endpoints[ident] = ResilientChatModel(build_backend(cfg), _display_name(cfg), limits)
+            backend = build_backend(cfg)
+            for wrap in _WRAPPERS["backend"]:
+                backend = wrap(cfg, backend)
+            endpoints[ident] = ResilientChatModel(backend, _display_name(cfg), limits)
             stacks[ident] = CachedChatModel(endpoints[ident], cache, ident) if cache else endpoints[ident]
+            for wrap in _WRAPPERS["endpoint"]:
+                stacks[ident] = wrap(cfg, stacks[ident])
         return stacks[ident]
 
     roles = config.role_models()
@@ -91,7 +125,9 @@ def _build(config: AutoReasonConfig) -> Runtime:
         synthesizer=stack(roles["synthesizer"]),
         judges=tuple(stack(m) for m in config.judge_pool_models()),
     )
-    return Runtime(models, endpoints, cache)
+    routes = tuple((re.compile(r.pattern), dataclasses.replace(models, teacher=stack(r.model)))
+                   for r in config.teacher_routes)
+    return Runtime(models, endpoints, cache, routes)
 
 
 def _display_name(cfg: ModelConfig) -> str:
