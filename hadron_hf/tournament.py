@@ -164,15 +164,26 @@ class _Row:
     models: RoleModels
     settings: TournamentSettings
     rng: random.Random
-    calls: list[CallRecord] = field(default_factory=list)
+    # A slot per call in the order calls start, so concurrent calls are listed the same way every run.
+    slots: list[CallRecord | None] = field(default_factory=list)
 
     async def call(self, role: Role, iteration: int, model: ChatModel, messages: list[Message],
                    temperature: float, max_tokens: int, choices: tuple[str, ...] | None = None) -> Completion:
         params = SamplingParams(temperature, max_tokens, self.rng.getrandbits(31), choices)
+        return await self.send(role, iteration, model, messages, params)
+
+    async def send(self, role: Role, iteration: int, model: ChatModel, messages: list[Message],
+                   params: SamplingParams) -> Completion:
+        slot = len(self.slots)
+        self.slots.append(None)
         done = await model.chat(messages, params)
-        self.calls.append(CallRecord(role, done.model, iteration, done.text, done.reasoning,
-                                     done.prompt_tokens, done.completion_tokens, done.cached))
+        self.slots[slot] = CallRecord(role, done.model, iteration, done.text, done.reasoning,
+                                      done.prompt_tokens, done.completion_tokens, done.cached)
         return done
+
+    def calls(self) -> tuple[CallRecord, ...]:
+        """The calls that completed, in the order they started."""
+        return tuple(c for c in self.slots if c is not None)
 
 
 async def run_tournament(
@@ -212,7 +223,7 @@ async def run_tournament(
             break
     preference = _preference(rounds, draft, incumbent, rule)
     return TournamentResult(settings.variant, draft, incumbent, source, converged, tuple(rounds),
-                            tuple(row.calls), preference)
+                            row.calls(), preference)
 
 
 async def _play_round(row: _Row, iteration: int, task: str, a: str) -> Round:
@@ -316,13 +327,11 @@ async def _vote(row: _Row, iteration: int, task: str, texts: dict[str, str], jud
     choices = ranking_choices() if s.constrain_judges else None
     params = SamplingParams(s.judge_temperature, s.judge_max_tokens, seed, choices)
     try:
-        done = await model.chat(messages, params)
+        done = await row.send("judge", iteration, model, messages, params)
     except FatalBackendError:
         raise
     except BackendError as exc:
         return Vote(judge, "", shown, "", (), False, False, f"{type(exc).__name__}: {exc}")
-    row.calls.append(CallRecord("judge", done.model, iteration, done.text, done.reasoning,
-                                done.prompt_tokens, done.completion_tokens, done.cached))
     try:
         labels = parse_ranking(done.text)
     except RankingParseError as exc:

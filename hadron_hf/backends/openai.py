@@ -73,9 +73,11 @@ class OpenAIChatModel:
 def _completion(response: Any, fallback_model: str) -> Completion:
     message = response.choices[0].message
     extra = message.model_extra or {}
+    # Unknown fields arrive in model_extra; a future SDK may type them as attributes instead.
+    field_reasoning = extra.get("reasoning") or getattr(message, "reasoning", None)
     content = message.content or ""
-    reasoning = extra.get("reasoning") or extra.get("reasoning_content")
-    if not content.strip() and reasoning and not extra.get("reasoning"):
+    reasoning = field_reasoning or extra.get("reasoning_content") or getattr(message, "reasoning_content", None)
+    if not content.strip() and reasoning and not field_reasoning:
         # Some servers put the whole answer in reasoning_content and leave content null.
         content, reasoning = reasoning, None
     answer, inline = split_reasoning(content)
