@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hadron-hf: interrupted; completed calls are in the request cache, re-run to resume",
               file=sys.stderr)
         return 130
+
+
+def run_script(doc: str | None, add_arguments: Callable[[argparse.ArgumentParser], None],
+               run: Callable[[argparse.Namespace], int], argv: Sequence[str] | None = None) -> int:
+    """The ``main`` of a recipe script: parse with ``add_arguments``, ``run``, and turn our errors into one line.
+
+    Args:
+        doc: the script's docstring; its first paragraph becomes the description.
+        add_arguments: adds the script's options to the parser.
+        run: runs the parsed arguments and returns the exit code.
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0].replace("\n", " "))
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args))
+    except HadronError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,24 +7,15 @@ single-shot drafts (and optionally a critique-and-revise baseline), with a boots
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 
-from hadron_hf.errors import HadronError
+from hadron_hf.cli import run_script
 from hadron_hf.evaluate import add_eval_arguments, run_eval
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the evaluation; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    add_eval_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_eval(args)
-    except HadronError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_script(__doc__, add_eval_arguments, run_eval, argv)
 
 
 if __name__ == "__main__":
