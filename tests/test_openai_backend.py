@@ -51,7 +51,7 @@ async def test_sends_model_sampling_and_seed(server: FakeOpenAIServer) -> None:
 )
 async def test_faults_map_to_retryable_errors(fault: str, error: type[Exception]) -> None:
     with FakeOpenAIServer(faults=Faults(rate=1.0, kinds=(fault,), retry_after=1.5, slow_seconds=1.0)) as srv:
-        model = OpenAIChatModel("m", srv.url, "k", timeout=0.3)
+        model = OpenAIChatModel("m", srv.url, "k", timeout=0.3 if fault == "slow" else 10)
         with pytest.raises(error) as info:
             await model.chat(MSGS, PARAMS)
         await model.aclose()
