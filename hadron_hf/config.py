@@ -45,6 +45,9 @@ class ModelConfig(BaseModel):
         extra_body: extra JSON fields sent with every request (e.g. vLLM options).
         price_input_per_mtok: USD per million prompt tokens, for cost accounting (``None``: unpriced).
         price_output_per_mtok: USD per million completion tokens (``None``: unpriced).
+        fallbacks: models that answer, in order, while this one stays rate-limited after its retries or
+            its endpoint is down (see ``hadron_hf.fallback``); each has its own limits. Not part of
+            ``identity()``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,6 +68,7 @@ class ModelConfig(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     price_input_per_mtok: float | None = Field(None, ge=0)
     price_output_per_mtok: float | None = Field(None, ge=0)
+    fallbacks: list[ModelConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_local_backend(self) -> ModelConfig:

@@ -175,3 +175,10 @@ def add_subcommand(subparsers: Any) -> None:
     views = recipe.add_subparsers(title="views", metavar="VIEW", required=True)
     for view in VIEW_NAMES:
         add_recipe_arguments(views.add_parser(view, help=_HELP[view], description=_HELP[view]), view)
+    from hadron_hf.migrate import add_migration_arguments
+    from hadron_hf.mlx_export import add_mlx_arguments
+
+    mlx = "the SFT view as an mlx_lm.lora --data folder (train/valid/test.jsonl, split by prompt)"
+    add_mlx_arguments(views.add_parser("mlx-lora", help=mlx, description=mlx))
+    migration = "the original Hadron's rows (generation, autoreason_trace, ...) as JSONL"
+    add_migration_arguments(views.add_parser("hadron", help=migration, description=migration))

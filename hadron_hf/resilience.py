@@ -234,6 +234,16 @@ class ResilientChatModel:
         self._stop(down)
         raise down from None
 
+    def reopen(self) -> None:
+        """Let calls through again after an ``EndpointDownError`` stop (a fallback chain probing this endpoint).
+
+        A stop for a wrong key or an unknown model stays: another try would fail the same way.
+        """
+        if isinstance(self._fatal, EndpointDownError):
+            self._fatal = None
+            self._failed_in_a_row = 0
+            self._stopping = asyncio.Event()
+
     def _stop(self, exc: FatalBackendError) -> None:
         if self._fatal is None:
             self._fatal = exc

@@ -18,6 +18,7 @@ from typing import Literal
 from hadron_hf.cache import CachedChatModel, RequestCache
 from hadron_hf.chat import ChatModel
 from hadron_hf.config import AutoReasonConfig, ModelConfig
+from hadron_hf.fallback import FallbackChatModel
 from hadron_hf.resilience import CallStats, Limits, ResilientChatModel
 from hadron_hf.tournament import RoleModels
 
@@ -103,6 +104,7 @@ def _build(config: AutoReasonConfig) -> Runtime:
     cache = RequestCache(config.cache_path()) if config.cache else None
     endpoints: dict[str, ResilientChatModel] = {}
     stacks: dict[str, ChatModel] = {}
+    chains: dict[str, ChatModel] = {}
 
     def stack(cfg: ModelConfig) -> ChatModel:
         ident = cfg.identity()
@@ -115,7 +117,17 @@ def _build(config: AutoReasonConfig) -> Runtime:
             stacks[ident] = CachedChatModel(endpoints[ident], cache, ident) if cache else endpoints[ident]
             for wrap in _WRAPPERS["endpoint"]:
                 stacks[ident] = wrap(cfg, stacks[ident])
-        return stacks[ident]
+        return chain(cfg) if cfg.fallbacks else stacks[ident]
+
+    def chain(cfg: ModelConfig) -> ChatModel:
+        # One chain per primary+fallbacks, so every role using it shares which model is down.
+        members = [cfg, *cfg.fallbacks]
+        key = " -> ".join(m.identity() for m in members)
+        if key not in chains:
+            models = [stacks[cfg.identity()], *(stack(f) for f in cfg.fallbacks)]
+            chains[key] = FallbackChatModel(models, [_display_name(m) for m in members],
+                                            reopen=[endpoints[m.identity()].reopen for m in members])
+        return chains[key]
 
     roles = config.role_models()
     models = RoleModels(
