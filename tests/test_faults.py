@@ -229,8 +229,10 @@ def test_always_failing_endpoint_raises_one_clear_error(tmp_path: Path) -> None:
     faults = Faults(rate=1.0, kinds=("503",))
     with FakeOpenAIServer(faults=faults) as srv:
         cfg = make_config(srv.url, str(tmp_path), max_retries=2, max_concurrency=8)
-        with pytest.raises(EndpointDownError, match=r"8 call\(s\) in a row failed after 2 retries.*503"):
+        # Calls already in flight may also give up before the stop lands, so at least 8 are counted.
+        with pytest.raises(EndpointDownError, match=r"(\d+) call\(s\) in a row failed after 2 retries.*503") as info:
             refine(prompts(500), cfg, batch_size=10)
+    assert 8 <= int(str(info.value).split(" call(s)")[0].rsplit(" ", 1)[1]) <= 16
     # Far fewer requests than the job's 500 teacher calls: it stopped instead of grinding on.
     print(f"\nalways-503: stopped after {srv.log.requests} requests")
     assert srv.log.requests <= (8 + 8) * 3
