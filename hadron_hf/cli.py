@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="refine bundled prompts on the embedded model (no key, no network)")
-    demo.add_argument("--rows", type=int, default=4, help="how many bundled prompts (default 4)")
+    demo.add_argument("--rows", type=int, default=3, help="how many bundled prompts (default 3)")
     demo.add_argument("--output", default="hadron-hf-output/demo", help="output folder")
-    add_tournament_arguments(demo, judges=3, max_iterations=2, max_tokens=192)
+    add_tournament_arguments(demo, judges=3, max_iterations=2, max_tokens=128)
     demo.set_defaults(func=run_demo)
 
     refine = sub.add_parser("refine", help="refine any dataset (file, save_to_disk folder or Hub name)")

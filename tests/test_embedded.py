@@ -12,7 +12,7 @@ pytest.importorskip("llama_cpp", reason="the embedded model needs the [local] ex
 @pytest.mark.parametrize("variant", ["paper", "hadron"])
 def test_embedded_model_through_dataset_map(variant: str, cache_dir: str) -> None:
     cfg = AutoReasonConfig(
-        model=ModelConfig(backend="llama_cpp", model="smollm2", n_threads=2),
+        model=ModelConfig(backend="llama_cpp", model="smollm2", n_threads=1),
         judges=2, max_iterations=1, max_tokens=48, judge_max_tokens=24, variant=variant, cache_dir=cache_dir,
     )
     ds = Dataset.from_dict({"prompt": ["Write a haiku about rust.", "What is 2 + 2?"]})

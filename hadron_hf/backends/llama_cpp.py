@@ -70,7 +70,9 @@ class LlamaCppChatModel:
     Args:
         model_path: the GGUF file; ``None`` uses ``default_model_path()``.
         n_ctx: the context window in tokens (prompt plus reply).
-        n_threads: CPU threads for generation; ``None`` lets llama.cpp choose.
+        n_threads: CPU threads for generation; ``None`` lets llama.cpp choose (half the cores). More threads
+            than idle cores makes llama.cpp's spinning threads wait on each other: measured 20x slower with
+            2 threads on 2 cores while another process used one.
         model_name: the name reported in ``Completion.model``; defaults to the file stem.
         verbose: let llama.cpp print its load and timing logs to stderr.
 
