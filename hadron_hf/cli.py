@@ -57,6 +57,10 @@ def run_script(doc: str | None, add_arguments: Callable[[argparse.ArgumentParser
     except HadronError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; completed calls are in the request cache, re-run to resume",
+              file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
