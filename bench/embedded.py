@@ -149,8 +149,8 @@ class RawReplay:
             if params.choices is not None:
                 grammar = self.grammar(params.choices)
                 max_tokens = max(max_tokens, max(len(c.encode()) for c in params.choices) + 1)
-            reply = self.llm.create_chat_completion(messages=messages, temperature=params.temperature,
-                                                    max_tokens=max_tokens, seed=params.seed, grammar=grammar)
+            reply: Any = self.llm.create_chat_completion(messages=messages, temperature=params.temperature,
+                                                         max_tokens=max_tokens, seed=params.seed, grammar=grammar)
             prompt += reply["usage"]["prompt_tokens"]
             completion += reply["usage"]["completion_tokens"]
         return Pass(time.perf_counter() - wall, time.process_time() - cpu, len(calls), prompt, completion)

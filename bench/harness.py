@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from pydantic import SecretStr
+
 from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.testing import FakeOpenAIServer
 
@@ -54,8 +56,8 @@ def make_config(url: str, *, concurrency: int = 64, rpm: float | None = None, **
     kept = {k: v for k, v in fields.items() if k in known}
     if "progress" in known:
         kept.setdefault("progress", False)
-    model = ModelConfig(base_url=url, model="fake", api_key="bench", max_concurrency=concurrency, rpm=rpm,
-                        timeout=600)
+    model = ModelConfig(base_url=url, model="fake", api_key=SecretStr("bench"), max_concurrency=concurrency,
+                        rpm=rpm, timeout=600)
     return AutoReasonConfig(model=model, **kept)
 
 
@@ -310,11 +312,12 @@ def exclusive_times(stats: Any) -> dict[tuple[str, int, str], float]:
 def profile_shares(stats: Any) -> list[tuple[str, float]]:
     """CPU time of a ``pstats.Stats`` grouped by package (``stdlib:<module>`` for the standard library),
     largest first, as shares of the total."""
-    groups: Counter[str] = Counter()
+    groups: dict[str, float] = {}
     for (filename, _line, _func), t in exclusive_times(stats).items():
-        groups[_package_of(filename)] += t
+        package = _package_of(filename)
+        groups[package] = groups.get(package, 0.0) + t
     total = sum(groups.values()) or 1.0
-    return [(name, t / total) for name, t in groups.most_common()]
+    return sorted(((name, t / total) for name, t in groups.items()), key=lambda item: -item[1])
 
 
 def top_functions(stats: Any, top: int = 5, package: str | None = None) -> list[tuple[str, float]]:

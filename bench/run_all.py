@@ -1,8 +1,8 @@
 """Run every benchmark, one after another in fresh processes, and sum up their ``ratio`` lines.
 
 Run:
-    python bench/run_all.py --quick           # about 6 minutes on 2 busy cores
-    python bench/run_all.py                   # the full sizes, with profiles (about 15 minutes)
+    python bench/run_all.py --quick           # about 3 minutes on 2 cores (6 when they are busy)
+    python bench/run_all.py                   # the full sizes, overhead profiled (about 10 minutes)
     python bench/run_all.py --only cost       # one benchmark
     python bench/run_all.py --smoke           # tiny sizes, to check the scripts still work (used by tests)
 
