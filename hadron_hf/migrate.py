@@ -43,6 +43,7 @@ from hadron_hf.borda import LABELS
 from hadron_hf.errors import InputError
 from hadron_hf.map import normalize_prompt
 from hadron_hf.prompts import task_text
+from hadron_hf.views import add_refined_input_arguments
 
 GENERATION = "generation"
 INSTRUCTION = "instruction"
@@ -197,9 +198,7 @@ def write_hadron_rows(rows: Dataset, output: str | Path) -> Path:
 
 def add_migration_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of the migration recipe (``hadron-hf recipe hadron``, ``recipes/hadron.py``)."""
-    parser.add_argument("--input", required=True,
-                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
-    parser.add_argument("--split", default="train", help="split of the input (default: train)")
+    add_refined_input_arguments(parser)
     parser.add_argument("--output", default="hadron-hf-output/hadron.jsonl",
                         help="a .jsonl (default, the original's format) or .parquet file")
     parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt (default: prompt)")

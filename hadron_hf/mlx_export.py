@@ -26,7 +26,7 @@ from typing import Any
 from datasets import Dataset
 
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.views import SftOptions, build_view
+from hadron_hf.views import SftOptions, add_refined_input_arguments, build_view
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 DEFAULT_RATIOS: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -153,9 +153,7 @@ def write_mlx_dataset(refined: Dataset, output: str | Path, *, options: SftOptio
 
 def add_mlx_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of the MLX LoRA recipe (``hadron-hf recipe mlx-lora``, ``recipes/mlx_lora.py``)."""
-    parser.add_argument("--input", required=True,
-                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
-    parser.add_argument("--split", default="train", help="split of the input (default: train)")
+    add_refined_input_arguments(parser)
     parser.add_argument("--output", default="hadron-hf-output/mlx-lora",
                         help="the data folder for mlx_lm.lora --data (default: hadron-hf-output/mlx-lora)")
     parser.add_argument("--ratios", default="0.8,0.1,0.1", type=_ratios,

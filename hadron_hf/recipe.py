@@ -28,6 +28,7 @@ from hadron_hf.views import (
     SftOptions,
     ViewOptions,
     ViewResult,
+    add_refined_input_arguments,
     build_view,
     load_refined,
 )
@@ -43,9 +44,7 @@ _HELP = {
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, view: str) -> None:
     """Add the options of one recipe: input, output, Hub, card and the view's own options."""
-    parser.add_argument("--input", required=True,
-                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
-    parser.add_argument("--split", default="train", help="split of the input (default: train)")
+    add_refined_input_arguments(parser)
     parser.add_argument("--output", help=f"output folder (default: hadron-hf-output/{view})")
     hub = parser.add_argument_group("Hub")
     hub.add_argument("--push-to-hub", metavar="REPO_ID", help="also push to this Hub dataset repo")

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -290,6 +291,13 @@ def build_view(refined: Dataset, view: str, options: ViewOptions | None = None,
     kept = marked.filter(_is_kept, input_columns=_DROPPED, keep_in_memory=True, num_proc=num_proc,
                          desc="Dropping rows")
     return ViewResult(view, kept.remove_columns(_DROPPED), options, len(refined), dict(reasons))
+
+
+def add_refined_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--input`` and ``--split``: where a recipe reads its refined dataset (see ``load_refined``)."""
+    parser.add_argument("--input", required=True,
+                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
+    parser.add_argument("--split", default="train", help="split of the input (default: train)")
 
 
 def load_refined(source: str, split: str = "train") -> Dataset:
