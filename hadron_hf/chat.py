@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
+from hadron_hf.errors import ConfigError
+
 
 class Message(TypedDict):
     """One chat message, exactly as the OpenAI and TRL formats spell it."""
@@ -35,6 +37,10 @@ class SamplingParams:
     max_tokens: int = 1024
     seed: int | None = None
     choices: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is not None and not self.choices:
+            raise ConfigError("SamplingParams.choices is empty: no reply could satisfy it")
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,6 @@ class LlamaCppChatModel:
             FatalBackendError: the file is not a model llama.cpp can load.
             ServerError: llama.cpp failed while generating.
         """
-        if params.choices is not None and not params.choices:
-            raise ConfigError("SamplingParams.choices is empty: no reply could satisfy it")
         return await self._worker.run(self._chat_sync, list(messages), params)
 
     def close(self) -> None:

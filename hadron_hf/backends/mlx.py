@@ -84,8 +84,6 @@ class MlxChatModel:
             FatalBackendError: the folder is not a model mlx-lm can load, or it has no chat template.
             ServerError: mlx failed while generating.
         """
-        if params.choices is not None and not params.choices:
-            raise ConfigError("SamplingParams.choices is empty: no reply could satisfy it")
         return await self._worker.run(self._chat_sync, list(messages), params)
 
     def close(self) -> None:
