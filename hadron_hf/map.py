@@ -68,7 +68,7 @@ async def refine_row(prompt: Any, config: AutoReasonConfig, runtime: Runtime) ->
     try:
         task = normalize_prompt(prompt, config.max_prompt_chars)
         rng = random.Random(row_seed(config.seed, json.dumps(task, sort_keys=True, ensure_ascii=False)))
-        return await run_tournament(task, runtime.roles_for(task_text(task)), config.settings(), rng)
+        return await run_tournament(task, runtime.roles_for(task_text(task)), runtime.settings, rng)
     except FatalBackendError:
         raise
     except (InputError, BackendError) as exc:

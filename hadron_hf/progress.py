@@ -237,7 +237,7 @@ class RunProgress:
         bar.refresh()
 
 
-_PROGRESS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RunProgress]] = weakref.WeakKeyDictionary()
+_PROGRESS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, RunProgress]] = weakref.WeakKeyDictionary()
 
 
 def progress_for(config: AutoReasonConfig, runtime: Runtime) -> RunProgress:
@@ -247,11 +247,11 @@ def progress_for(config: AutoReasonConfig, runtime: Runtime) -> RunProgress:
         config: the job's config (``config.progress=False`` hides the line).
         runtime: the runtime from ``runtime_for(config)`` in this loop.
     """
+    # runtime_for already gives one runtime per process, loop and config, and it lives as long as the loop.
     per_loop = _PROGRESS.setdefault(asyncio.get_running_loop(), {})
-    key = f"{os.getpid()}|{config.model_dump_json()}"
-    if key not in per_loop:
-        per_loop[key] = RunProgress(runtime, PriceTable.from_config(config), should_show(config))
-    return per_loop[key]
+    if id(runtime) not in per_loop:
+        per_loop[id(runtime)] = RunProgress(runtime, PriceTable.from_config(config), should_show(config))
+    return per_loop[id(runtime)]
 
 
 def should_show(config: AutoReasonConfig) -> bool:

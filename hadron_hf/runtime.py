@@ -12,7 +12,7 @@ import os
 import re
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from hadron_hf.cache import CachedChatModel, RequestCache
@@ -20,7 +20,7 @@ from hadron_hf.chat import ChatModel
 from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.fallback import FallbackChatModel
 from hadron_hf.resilience import CallStats, Limits, ResilientChatModel
-from hadron_hf.tournament import RoleModels
+from hadron_hf.tournament import RoleModels, TournamentSettings
 
 _LOCAL_MODELS: dict[tuple[int, str], ChatModel] = {}
 ModelWrapper = Callable[[ModelConfig, ChatModel], ChatModel]
@@ -71,6 +71,7 @@ class Runtime:
     endpoints: dict[str, ResilientChatModel]
     cache: RequestCache | None
     routes: tuple[tuple[re.Pattern[str], RoleModels], ...] = ()
+    settings: TournamentSettings = field(default_factory=TournamentSettings)
 
     def roles_for(self, text: str) -> RoleModels:
         """The role models for a prompt: the first teacher route whose pattern is found in ``text`` wins."""
@@ -139,7 +140,7 @@ def _build(config: AutoReasonConfig) -> Runtime:
     )
     routes = tuple((re.compile(r.pattern), dataclasses.replace(models, teacher=stack(r.model)))
                    for r in config.teacher_routes)
-    return Runtime(models, endpoints, cache, routes)
+    return Runtime(models, endpoints, cache, routes, config.settings())
 
 
 def _display_name(cfg: ModelConfig) -> str:
