@@ -207,11 +207,15 @@ def test_an_interrupted_build_resumes_without_repeating_a_call(
 
     with FakeOpenAIServer(latency=0.002, hold_after=60, responder=fail_when_asked) as srv:
         def interrupt() -> None:
-            # Once every delivered answer is cached, the key is revoked: the retries of the held calls get 401.
-            while not (srv.log.held > 0 and cache.count() == sum(srv.log.answered.values())):
+            # Once calls are held, the server stops answering; when only held calls are left and every delivered
+            # answer is cached, the key is revoked: the retries of the held calls get 401. Stopping answers
+            # first means no answer can arrive while the job is being cancelled.
+            while srv.log.held == 0:
+                time.sleep(0.01)
+            failing.set()
+            while not (srv.log.in_flight == srv.log.held and cache.count() == sum(srv.log.answered.values())):
                 time.sleep(0.01)
             srv.api_key = "sk-revoked"
-            failing.set()
             srv.release()
 
         watcher = threading.Thread(target=interrupt, daemon=True)
