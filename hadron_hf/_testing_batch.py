@@ -59,8 +59,10 @@ class BatchLog:
     Args:
         files: input files uploaded.
         batches: ids of the batches created, in order.
+        sizes: requests in each of those batches.
         submitted: how often each ``custom_id`` was submitted in a batch.
         bodies: how often each exact request body was submitted in a batch.
+        failed: requests that ended in an error file (failed, expired or cancelled before they ran).
         polls: ``GET /v1/batches/{id}`` requests.
         cancelled: batches cancelled through the API.
         statuses: the final status of each finished batch.
@@ -68,8 +70,10 @@ class BatchLog:
 
     files: int = 0
     batches: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
     submitted: Counter[str] = field(default_factory=Counter)
     bodies: Counter[str] = field(default_factory=Counter)
+    failed: int = 0
     polls: int = 0
     cancelled: int = 0
     statuses: dict[str, str] = field(default_factory=dict)
@@ -188,8 +192,10 @@ class FakeBatchServer(FakeOpenAIServer):
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"),
         }
-        self._batches[batch_id] = _Batch(obj, lines, len(self.batch_log.batches) + 1, self._line_count + 1, now, invalid)
+        number = len(self.batch_log.batches) + 1
+        self._batches[batch_id] = _Batch(obj, lines, number, self._line_count + 1, now, invalid)
         self.batch_log.batches.append(batch_id)
+        self.batch_log.sizes.append(len(lines))
         if not invalid:
             self._line_count += len(lines)
             for line in lines:
@@ -290,15 +296,15 @@ class FakeBatchServer(FakeOpenAIServer):
             out: dict[str, Any] = {"id": f"batch_req_{batch.first_line + index}", "custom_id": line["custom_id"],
                                    "response": None, "error": None}
             if index >= done:
-                code = "batch_expired" if status == "expired" else "batch_cancelled"
-                message = ("This request could not be executed before the completion window expired."
-                           if status == "expired" else "This request was not executed because the batch was cancelled.")
-                out["error"] = {"code": code, "message": message}
+                expired = status == "expired"
+                out["error"] = {"code": "batch_expired" if expired else "batch_cancelled", "message": (
+                    "This request could not be executed before the completion window expired." if expired
+                    else "This request was not executed because the batch was cancelled.")}
                 errors.append(json.dumps(out))
                 continue
-            code, body = self._reply_to(line["body"], batch.first_line + index)
-            out["response"] = {"status_code": code, "request_id": request_id, "body": body}
-            (output if code == 200 else errors).append(json.dumps(out))
+            status_code, body = self._reply_to(line["body"], batch.first_line + index)
+            out["response"] = {"status_code": status_code, "request_id": request_id, "body": body}
+            (output if status_code == 200 else errors).append(json.dumps(out))
         for key, lines in (("output_file_id", output), ("error_file_id", errors)):
             if lines:
                 file_id = self._new_id("file")
@@ -308,6 +314,7 @@ class FakeBatchServer(FakeOpenAIServer):
         obj.update(status=status, finalizing_at=stamp, **{f"{status}_at": stamp})
         obj["request_counts"] = {"total": len(batch.lines), "completed": len(output), "failed": len(errors)}
         self.batch_log.statuses[obj["id"]] = status
+        self.batch_log.failed += len(errors)
         return obj
 
     def _reply_to(self, body: dict[str, Any], number: int) -> tuple[int, dict[str, Any]]:

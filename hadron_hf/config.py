@@ -96,7 +96,8 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _check_batch_mode(self) -> ModelConfig:
         if self.mode == "batch" and self.backend != "openai":
-            raise ValueError(f"mode 'batch' needs an OpenAI-compatible endpoint (backend 'openai'), not {self.backend!r}")
+            raise ValueError(f"mode 'batch' needs an OpenAI-compatible endpoint (backend 'openai'), "
+                             f"not {self.backend!r}")
         return self
 
     def identity(self) -> str:

@@ -21,25 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from hadron_hf.backends.batch_api import TERMINAL, BatchAPI, completion_from_body, line_error
-from hadron_hf.backends.batch_store import ANSWERED, REJECTED, SUBMITTED, SUBMITTING, BatchStore
+from hadron_hf.backends.batch_api import (
+    TERMINAL,
+    BatchAPI,
+    BatchState,
+    batch_failure,
+    completion_from_body,
+    line_outcome,
+    read_lines,
+)
+from hadron_hf.backends.batch_store import ANSWERED, REJECTED, SUBMITTED, SUBMITTING, BatchStore, request_key
 from hadron_hf.chat import Completion, Message, SamplingParams
 from hadron_hf.errors import (
     BackendError,
     FatalBackendError,
-    ModelNotFoundError,
     RequestRejectedError,
-    RetryableError,
     ServerError,
 )
 
@@ -66,17 +71,6 @@ class BatchOptions:
     idle_s: float = 2.0
     max_requests: int = 50_000
     max_bytes: int = 200_000_000
-
-
-@dataclass
-class BatchState:
-    """One batch as last polled: the provider's ``status`` and ``request_counts``."""
-
-    batch_id: str
-    status: str
-    total: int
-    completed: int = 0
-    failed: int = 0
 
 
 @dataclass
@@ -110,7 +104,8 @@ class BatchChatModel:
         extra_body: extra JSON fields for every request body.
     """
 
-    def __init__(self, model: str, base_url: str | None, api_key: str | None, store_path: str | Path | None = None,
+    def __init__(self, model: str, base_url: str | None, api_key: str | None,
+                 store_path: str | os.PathLike[str] | None = None,
                  options: BatchOptions | None = None, timeout: float = 600.0,
                  extra_body: Mapping[str, Any] | None = None) -> None:
         self.model = model
@@ -215,10 +210,14 @@ class BatchChatModel:
                         await asyncio.wait_for(self._wake.wait(), max(0.0, min(due) - now))
                     except TimeoutError:
                         pass
-        except BaseException as exc:
+        except asyncio.CancelledError as exc:
             self._driver = None
             self._fail_everything(exc)
             raise
+        except Exception as exc:  # a bug here must not leave every row waiting forever
+            log.exception("the batch driver of %s stopped", self.api.base_url)
+            self._driver = None
+            self._fail_everything(exc)
         finally:
             await session.close()
 
@@ -301,13 +300,13 @@ class BatchChatModel:
             run.keys.add(key)
             self._run_of[key] = batch_id
         if batch is not None:
-            _update(run.state, batch)
+            run.state.update(batch)
 
     async def _poll(self, session: aiohttp.ClientSession) -> None:
         for batch_id, run in list(self._runs.items()):
             try:
                 batch = await self.api.retrieve(session, batch_id)
-                _update(run.state, batch)
+                run.state.update(batch)
                 if run.state.status in TERMINAL:
                     await self._finish(session, run, batch)
                 run.poll_failures = 0
@@ -325,14 +324,14 @@ class BatchChatModel:
         outcomes: dict[str, Completion | BackendError] = {}
         answered: dict[str, str] = {}
         if status == "failed":
-            failure = _batch_failure(batch)
+            failure = batch_failure(batch)
             outcomes = dict.fromkeys(run.keys, failure)
         for file_key in ("output_file_id", "error_file_id"):
             if status != "failed" and batch.get(file_key):
-                for line in _lines(await self.api.content(session, str(batch[file_key]))):
+                for line in read_lines(await self.api.content(session, str(batch[file_key]))):
                     key = str(line.get("custom_id"))
                     if key in run.keys:
-                        outcomes[key] = _outcome(line, self.model, answered)
+                        outcomes[key] = line_outcome(line, self.model, answered)
         for key in run.keys - outcomes.keys():
             outcomes[key] = ServerError(f"request did not run before batch {run.state.batch_id} ended ({status})",
                                         retry_after=0.0)
@@ -391,56 +390,6 @@ class BatchChatModel:
         self._resolve_all(list(self._waiters), error)
 
 
-def request_key(endpoint: str, body: Mapping[str, Any]) -> str:
-    """The key (and ``custom_id``) of one request: its endpoint and exact body, hashed."""
-    blob = json.dumps([endpoint, body], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def batch_progress(models: Iterable[object]) -> str:
     """The batch part of a progress line, over a runtime's backends (empty when none uses a batch API)."""
     return "; ".join(d for m in models if isinstance(m, BatchChatModel) and (d := m.describe()))
-
-
-def _update(state: BatchState, batch: Mapping[str, Any]) -> None:
-    state.status = str(batch.get("status") or state.status)
-    counts = batch.get("request_counts") or {}
-    state.total = int(counts.get("total") or state.total)
-    state.completed = int(counts.get("completed") or 0)
-    state.failed = int(counts.get("failed") or 0)
-
-
-def _lines(text: str) -> Iterable[dict[str, Any]]:
-    for raw in text.splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue  # a torn line: its request counts as not done and is retried
-        if isinstance(line, dict):
-            yield line
-
-
-def _outcome(line: Mapping[str, Any], model: str, answered: dict[str, str]) -> Completion | BackendError:
-    response = line.get("response")
-    if isinstance(response, dict) and response.get("status_code") == 200:
-        try:
-            done = completion_from_body(response.get("body"), model)
-        except BackendError as exc:
-            if isinstance(exc, RetryableError):
-                exc.retry_after = 0.0
-            return exc
-        answered[str(line["custom_id"])] = json.dumps(response.get("body"), ensure_ascii=False)
-        return done
-    return line_error(line)
-
-
-def _batch_failure(batch: Mapping[str, Any]) -> BackendError:
-    """The error for a batch the provider refused as a whole (``status == "failed"``, e.g. validation)."""
-    errors = (batch.get("errors") or {}).get("data") or [{}]
-    first = errors[0] if isinstance(errors[0], dict) else {}
-    code, message = str(first.get("code") or "unknown"), str(first.get("message") or "no detail")
-    if code == "model_not_found":
-        return ModelNotFoundError(f"model not found (batch validation): {message}")
-    if "limit" in code:
-        return ServerError(f"batch refused ({code}): {message}", retry_after=0.0)
-    return RequestRejectedError(f"batch refused ({code}): {message}")

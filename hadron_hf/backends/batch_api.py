@@ -9,7 +9,8 @@ Shapes follow OpenAI's documentation: an input file holds JSONL lines ``{"custom
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,12 +25,32 @@ from hadron_hf.errors import (
     ModelNotFoundError,
     RateLimitError,
     RequestRejectedError,
+    RetryableError,
     ServerError,
 )
 
 OPENAI_URL = "https://api.openai.com/v1"
 CHAT_PATH = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass
+class BatchState:
+    """One batch as last polled: the provider's ``status`` and ``request_counts``."""
+
+    batch_id: str
+    status: str
+    total: int
+    completed: int = 0
+    failed: int = 0
+
+    def update(self, batch: Mapping[str, Any]) -> None:
+        """Take the status and counts of a batch object."""
+        self.status = str(batch.get("status") or self.status)
+        counts = batch.get("request_counts") or {}
+        self.total = int(counts.get("total") or self.total)
+        self.completed = int(counts.get("completed") or 0)
+        self.failed = int(counts.get("failed") or 0)
 
 
 class BatchAPI:
@@ -62,7 +83,8 @@ class BatchAPI:
         found = await self._json(session, "POST", "/files", data=form)
         return str(found["id"])
 
-    async def create(self, session: aiohttp.ClientSession, input_file_id: str, completion_window: str) -> dict[str, Any]:
+    async def create(self, session: aiohttp.ClientSession, input_file_id: str,
+                     completion_window: str) -> dict[str, Any]:
         """Create a chat-completions batch over an uploaded file; returns the batch object."""
         body = {"input_file_id": input_file_id, "endpoint": CHAT_PATH, "completion_window": completion_window,
                 "metadata": {"client": "hadron_hf"}}
@@ -89,7 +111,8 @@ class BatchAPI:
         """The batch made from ``input_file_id``, searched newest first in the server's batch list."""
         after: str | None = None
         for _ in range(max_pages):
-            page = await self._json(session, "GET", "/batches", params={"limit": 100, **({"after": after} if after else {})})
+            params: dict[str, str | int] = {"limit": 100, **({"after": after} if after else {})}
+            page = await self._json(session, "GET", "/batches", params=params)
             data = page.get("data") or []
             for batch in data:
                 if batch.get("input_file_id") == input_file_id:
@@ -170,7 +193,8 @@ def line_error(line: Mapping[str, Any]) -> BackendError:
     if isinstance(response, dict) and isinstance(response.get("status_code"), int):
         error = http_error(response["status_code"], _detail(response.get("body")))
     else:
-        err = line.get("error") if isinstance(line.get("error"), dict) else {}
+        found = line.get("error")
+        err: Mapping[str, Any] = found if isinstance(found, dict) else {}
         code, message = str(err.get("code") or "unknown"), str(err.get("message") or "no detail")
         if code == "model_not_found":
             return ModelNotFoundError(f"model not found in batch: {message}")
@@ -206,3 +230,41 @@ def completion_from_body(body: Any, fallback_model: str) -> Completion:
     return Completion(text=answer, reasoning=reasoning or inline, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                       completion_tokens=int(usage.get("completion_tokens") or 0),
                       model=str(body.get("model") or fallback_model))
+
+
+def read_lines(text: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an output or error file, one a line (a torn line is skipped: it counts as not done)."""
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            yield line
+
+
+def line_outcome(line: Mapping[str, Any], model: str, answered: dict[str, str]) -> Completion | BackendError:
+    """The answer or error of one output/error-file line; a good answer's body also goes into ``answered``."""
+    response = line.get("response")
+    if isinstance(response, dict) and response.get("status_code") == 200:
+        try:
+            done = completion_from_body(response.get("body"), model)
+        except BackendError as exc:
+            if isinstance(exc, RetryableError):
+                exc.retry_after = 0.0
+            return exc
+        answered[str(line["custom_id"])] = json.dumps(response.get("body"), ensure_ascii=False)
+        return done
+    return line_error(line)
+
+
+def batch_failure(batch: Mapping[str, Any]) -> BackendError:
+    """The error for a batch the provider refused as a whole (``status == "failed"``, e.g. validation)."""
+    errors = (batch.get("errors") or {}).get("data") or [{}]
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    code, message = str(first.get("code") or "unknown"), str(first.get("message") or "no detail")
+    if code == "model_not_found":
+        return ModelNotFoundError(f"model not found (batch validation): {message}")
+    if "limit" in code:
+        return ServerError(f"batch refused ({code}): {message}", retry_after=0.0)
+    return RequestRejectedError(f"batch refused ({code}): {message}")

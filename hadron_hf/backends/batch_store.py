@@ -17,6 +17,8 @@ commits at once (WAL), so it survives a ``kill -9``. The methods block: call the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -25,6 +27,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("hadron_hf")
 
@@ -40,6 +43,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS batch_requests_batch ON batch_requests (batch_id)",
 )
 _CHUNK = 500  # SQLite's default cap on bound parameters is 999
+
+
+def request_key(endpoint: str, body: Mapping[str, Any]) -> str:
+    """The key (and ``custom_id``) of one request: its endpoint and exact body, hashed."""
+    blob = json.dumps([endpoint, body], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
