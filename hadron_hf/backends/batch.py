@@ -329,9 +329,10 @@ class BatchChatModel:
         for file_key in ("output_file_id", "error_file_id"):
             if status != "failed" and batch.get(file_key):
                 for line in read_lines(await self.api.content(session, str(batch[file_key]))):
-                    key = str(line.get("custom_id"))
-                    if key in run.keys:
-                        outcomes[key] = line_outcome(line, self.model, answered)
+                    # Every answer is stored, also those of rows that have not asked again yet (a re-run).
+                    outcome = line_outcome(line, self.model, answered)
+                    if (key := str(line.get("custom_id"))) in run.keys:
+                        outcomes[key] = outcome
         for key in run.keys - outcomes.keys():
             outcomes[key] = ServerError(f"request did not run before batch {run.state.batch_id} ended ({status})",
                                         retry_after=0.0)
