@@ -26,12 +26,19 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.backends.batch import BatchChatModel, BatchOptions, batch_progress
+from hadron_hf.backends.batch_api import batch_failure
 from hadron_hf.backends.batch_store import BatchStore
 from hadron_hf.backends.openai import OpenAIChatModel
 from hadron_hf.chat import Message, SamplingParams
 from hadron_hf.cli import build_parser, config_from_args
 from hadron_hf.cli import main as cli_main
-from hadron_hf.errors import AuthenticationError, ConfigError, ModelNotFoundError
+from hadron_hf.errors import (
+    AuthenticationError,
+    ConfigError,
+    ModelNotFoundError,
+    RateLimitError,
+    RequestRejectedError,
+)
 from hadron_hf.progress import PriceTable, ProgressSnapshot
 from hadron_hf.testing import BatchFaults, FakeBatchServer
 
@@ -278,6 +285,14 @@ async def test_progress_shows_each_batch_state_and_counts(tmp_path: Path) -> Non
     assert snap.describe().endswith(line)
 
 
+@pytest.mark.parametrize(("code", "expected"), [("model_not_found", ModelNotFoundError),
+                                               ("token_limit_exceeded", RateLimitError),
+                                               ("invalid_json_line", RequestRejectedError)])
+def test_a_batch_refused_as_a_whole_maps_to_our_errors(code: str, expected: type[Exception]) -> None:
+    error = batch_failure({"status": "failed", "errors": {"object": "list", "data": [{"code": code, "message": "m"}]}})
+    assert type(error) is expected and str(error).endswith(": m")
+
+
 def test_batch_mode_config_pricing_and_cli(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mode 'batch' needs an OpenAI-compatible endpoint"):
         AutoReasonConfig.from_dict({"model": {"backend": "llama_cpp", "mode": "batch"}})
@@ -292,14 +307,17 @@ def test_batch_mode_config_pricing_and_cli(tmp_path: Path) -> None:
     assert config_from_args(args).model.mode == "batch"
 
 
-def test_cli_refine_batch_puts_every_row_in_one_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["refine", "build"])
+def test_cli_batch_flag_puts_every_row_in_one_batch(tmp_path: Path, command: str) -> None:
     rows = tmp_path / "prompts.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"CLI batch question {i}"}) + "\n" for i in range(5)))
     with FakeBatchServer(completion_delay=0.05) as srv:
         settings = tmp_path / "cfg.json"
         settings.write_text(json.dumps({"model": {"base_url": srv.url, "model": "m", "api_key_env": None, **FAST},
                                         "cache_dir": str(tmp_path / "cache"), "progress": False}))
-        code = cli_main(["refine", str(rows), "--config", str(settings), "--batch", "--batch-size", "2",
-                         "--judges", "3", "--max-iterations", "1", "--no-views", "--output", str(tmp_path / "out")])
-        first = srv.batch_log.sizes[0]
-    assert code == 0 and first == 5  # --batch chose one map batch for all rows, so the teacher calls share a batch
+        extra = ["--no-views"] if command == "refine" else ["--views", "sft"]
+        code = cli_main([command, str(rows), "--config", str(settings), "--batch", "--batch-size", "2", "--judges",
+                         "3", "--max-iterations", "1", "--output", str(tmp_path / "out"), *extra])
+        sizes = srv.batch_log.sizes
+    assert code == 0 and srv.log.requests == 0
+    assert sizes[0] == 5  # --batch chose one map batch for all rows, so the five teacher calls share a batch

@@ -32,6 +32,8 @@ from hadron_hf.errors import (
 OPENAI_URL = "https://api.openai.com/v1"
 CHAT_PATH = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+QUEUE_FULL_WAIT = 60.0
+"""Seconds to wait before submitting again after the provider refused a batch for its queue limit."""
 
 
 @dataclass
@@ -266,5 +268,6 @@ def batch_failure(batch: Mapping[str, Any]) -> BackendError:
     if code == "model_not_found":
         return ModelNotFoundError(f"model not found (batch validation): {message}")
     if "limit" in code:
-        return ServerError(f"batch refused ({code}): {message}", retry_after=0.0)
+        # The provider's queue is full (OpenAI: token_limit_exceeded): wait for batches ahead to finish.
+        return RateLimitError(f"batch refused ({code}): {message}", retry_after=QUEUE_FULL_WAIT)
     return RequestRejectedError(f"batch refused ({code}): {message}")
