@@ -164,8 +164,8 @@ class BatchChatModel:
                 del self._waiters[key]
 
     def batches(self) -> list[BatchState]:
-        """The batches in flight now, as last polled."""
-        return [copy.copy(run.state) for run in self._runs.values()]
+        """The batches in flight now, as last polled (safe to call from the progress thread)."""
+        return [copy.copy(run.state) for run in list(self._runs.values())]  # list(): one step under the GIL
 
     def describe(self) -> str:
         """One short line: each batch in flight with its state and counts, and how many have ended."""
