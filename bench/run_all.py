@@ -24,9 +24,9 @@ HERE = Path(__file__).resolve().parent
 SKIPPED = 3
 RATIO_LINE = re.compile(r"^ratio (\S+): (-?\d+(?:\.\d+)?)", re.MULTILINE)
 
-BENCHMARKS = ("throughput", "overhead", "embedded", "cost")
+BENCHMARKS = ("throughput", "overhead", "embedded", "cost", "batch")
 PROFILES: dict[str, dict[str, list[str]]] = {
-    "full": {"throughput": [], "overhead": ["--profile"], "embedded": [], "cost": []},
+    "full": {"throughput": [], "overhead": ["--profile"], "embedded": [], "cost": [], "batch": []},
     "quick": {name: ["--quick"] for name in BENCHMARKS},
     "smoke": {
         "throughput": ["-c", "4", "-n", "6", "--latency", "0.01", "--max-iterations", "1", "--server", "thread",
@@ -36,6 +36,8 @@ PROFILES: dict[str, dict[str, list[str]]] = {
                      "--judge-max-tokens", "4", "--n-ctx", "1024", "--threads", "1", "--repeats", "1",
                      "--no-warmup"],
         "cost": ["-n", "2", "--judges", "3", "--max-iterations", "2", "--completion-chars", "80"],
+        "batch": ["--rows", "3", "--delay", "0.05", "--poll", "0.01", "--idle", "0.02", "--max-iterations", "1",
+                  "--no-kill"],
     },
 }
 

@@ -245,6 +245,7 @@ def build(source: str, config: AutoReasonConfig, output: Path, spec: SampleSpec,
     print(f"Refining {len(sample.dataset)} prompts (column {sample.prompt_column!r}) of {source} with "
           f"{config.model.model} ({config.model.backend}); {sample.duplicates} duplicate prompts dropped.")
     started = time.perf_counter()
+    batch_size = max(batch_size, len(sample.dataset)) if config.uses_batch_api() else batch_size  # one batch per step
     refined = sample.dataset.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": config},
                                  desc="Refining", load_from_cache_file=False)
     summary = summarize(refined, time.perf_counter() - started)

@@ -48,6 +48,15 @@ class ModelConfig(BaseModel):
         fallbacks: models that answer, in order, while this one stays rate-limited after its retries or
             its endpoint is down (see ``hadron_hf.fallback``); each has its own limits. Not part of
             ``identity()``.
+        mode: ``"live"`` (one HTTP call per request) or ``"batch"`` (an OpenAI-compatible batch API:
+            ``/v1/files`` + ``/v1/batches``, about half the price, answers within the completion window;
+            see ``hadron_hf.backends.batch``). Batch calls skip ``max_concurrency``, ``rpm`` and ``tpm``.
+        batch_discount: the batch price as a share of the live price, for cost accounting.
+        batch_poll_s: seconds between two looks at a batch in flight.
+        batch_idle_s: a batch is submitted once no new call has arrived for this long.
+        batch_completion_window: the provider's completion window.
+        batch_max_requests: requests per batch at most (OpenAI: 50,000).
+        batch_max_bytes: size of a batch input file at most (OpenAI: 200 MB).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -69,12 +78,26 @@ class ModelConfig(BaseModel):
     price_input_per_mtok: float | None = Field(None, ge=0)
     price_output_per_mtok: float | None = Field(None, ge=0)
     fallbacks: list[ModelConfig] = Field(default_factory=list)
+    mode: Literal["live", "batch"] = "live"
+    batch_discount: float = Field(0.5, gt=0, le=1)
+    batch_poll_s: float = Field(30.0, gt=0)
+    batch_idle_s: float = Field(2.0, gt=0)
+    batch_completion_window: str = "24h"
+    batch_max_requests: int = Field(50_000, ge=1)
+    batch_max_bytes: int = Field(200_000_000, ge=1)
 
     @model_validator(mode="after")
     def _check_local_backend(self) -> ModelConfig:
         # Checked here, not on AutoReasonConfig, so that the error names the role (``critic: ...``).
         if self.backend == "mlx" and not self.model_path:
             raise ValueError("an mlx model needs model_path (a local mlx-lm model folder)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_batch_mode(self) -> ModelConfig:
+        if self.mode == "batch" and self.backend != "openai":
+            raise ValueError(f"mode 'batch' needs an OpenAI-compatible endpoint (backend 'openai'), "
+                             f"not {self.backend!r}")
         return self
 
     def identity(self) -> str:
@@ -219,6 +242,32 @@ class AutoReasonConfig(BaseModel):
         """The request-cache file."""
         root = self.cache_dir or os.environ.get("HADRON_HF_CACHE") or Path.home() / ".cache" / "hadron_hf"
         return Path(root) / "requests.sqlite"
+
+    def uses_batch_api(self) -> bool:
+        """Whether any model of this config is called through its batch API (``ModelConfig.mode``)."""
+        return any(m.mode == "batch" for m in self.all_models())
+
+    def with_batch_api(self) -> AutoReasonConfig:
+        """This config with every role, judge and routed model on an OpenAI-compatible endpoint in batch mode.
+
+        Fallbacks keep their own mode: a live fallback answers while the batch API stays down.
+
+        Raises:
+            ConfigError: no model of this config has an OpenAI-compatible endpoint.
+        """
+
+        def batch(m: ModelConfig | None) -> ModelConfig | None:
+            return m.model_copy(update={"mode": "batch"}) if m is not None and m.backend == "openai" else m
+
+        if not any(m.backend == "openai" for m in self.all_models()):
+            raise ConfigError("batch mode needs an OpenAI-compatible endpoint (--base-url or a config file); "
+                              "the embedded and MLX models have no batch API")
+        return self.model_copy(update={
+            "model": batch(self.model), "teacher": batch(self.teacher), "critic": batch(self.critic),
+            "author": batch(self.author), "synthesizer": batch(self.synthesizer),
+            "judge_models": [batch(m) for m in self.judge_models] if self.judge_models else None,
+            "teacher_routes": [r.model_copy(update={"model": batch(r.model)}) for r in self.teacher_routes],
+        })
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> AutoReasonConfig:

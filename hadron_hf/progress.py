@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from tqdm.std import tqdm
 
+from hadron_hf.backends.batch import batch_progress
 from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.runtime import Runtime
 from hadron_hf.tournament import CallRecord
@@ -51,7 +52,8 @@ class Price:
 def _price(m: ModelConfig) -> Price | None:
     if m.price_input_per_mtok is None and m.price_output_per_mtok is None:
         return None
-    return Price(m.price_input_per_mtok or 0.0, m.price_output_per_mtok or 0.0)
+    share = m.batch_discount if m.mode == "batch" else 1.0  # batch APIs bill a share of the live price
+    return Price((m.price_input_per_mtok or 0.0) * share, (m.price_output_per_mtok or 0.0) * share)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class ProgressSnapshot:
     completion_tokens: int
     cost_usd: float | None
     cost_complete: bool
+    batches: str = ""
 
     def describe(self) -> str:
         """One short line of the call-level counters, for the progress bar's postfix."""
@@ -133,7 +136,7 @@ class ProgressSnapshot:
         parts.append(f"tok {_short(self.prompt_tokens)} in/{_short(self.completion_tokens)} out")
         if self.cost_usd is not None:
             parts.append(f"{'' if self.cost_complete else '≥'}${self.cost_usd:.4f}")
-        return ", ".join(parts)
+        return ", ".join(parts + ([self.batches] if self.batches else []))
 
 
 def _short(n: int) -> str:
@@ -200,6 +203,7 @@ class RunProgress:
             self.rows_done, self.rows_total, stats.in_flight, stats.succeeded + stats.failed, stats.failed,
             stats.retries, stats.prompt_tokens, stats.completion_tokens,
             cost if self.prices else None, complete,
+            batch_progress(e.inner for e in self.runtime.endpoints.values()),
         )
 
     def close(self) -> None:

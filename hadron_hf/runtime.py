@@ -23,6 +23,8 @@ from hadron_hf.resilience import CallStats, Limits, ResilientChatModel
 from hadron_hf.tournament import RoleModels, TournamentSettings
 
 _LOCAL_MODELS: dict[tuple[int, str], ChatModel] = {}
+BATCH_IN_FLIGHT = 2**31
+"""The concurrency cap of a batch-mode endpoint: in effect none (``max_concurrency`` is for live calls)."""
 ModelWrapper = Callable[[ModelConfig, ChatModel], ChatModel]
 _WRAPPERS: dict[str, list[ModelWrapper]] = {"backend": [], "endpoint": []}
 
@@ -38,8 +40,21 @@ def add_model_wrapper(where: Literal["backend", "endpoint"], wrapper: ModelWrapp
     _WRAPPERS[where].append(wrapper)
 
 
-def build_backend(cfg: ModelConfig) -> ChatModel:
-    """The raw backend for one ``ModelConfig``, without limits or cache."""
+def build_backend(cfg: ModelConfig, store_path: str | os.PathLike[str] | None = None) -> ChatModel:
+    """The raw backend for one ``ModelConfig``, without limits or cache.
+
+    Args:
+        cfg: the model.
+        store_path: the request-cache database, where a batch-mode model records its batches (``None``: kept
+            in memory, so a killed job cannot re-attach to them).
+    """
+    if cfg.backend == "openai" and cfg.mode == "batch":
+        from hadron_hf.backends.batch import BatchChatModel, BatchOptions
+
+        options = BatchOptions(cfg.batch_completion_window, cfg.batch_poll_s, cfg.batch_idle_s,
+                               cfg.batch_max_requests, cfg.batch_max_bytes)
+        return BatchChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), store_path, options,
+                              extra_body=cfg.extra_body)
     if cfg.backend == "openai":
         from hadron_hf.backends.openai import OpenAIChatModel
 
@@ -111,7 +126,9 @@ def _build(config: AutoReasonConfig) -> Runtime:
         ident = cfg.identity()
         if ident not in stacks:
             limits = Limits(cfg.max_concurrency, cfg.rpm, cfg.tpm, cfg.max_retries, config.fail_fast_after)
-            backend = build_backend(cfg)
+            if cfg.mode == "batch":  # every row's call waits in the provider's batch queue, none in our slots
+                limits = Limits(BATCH_IN_FLIGHT, None, None, cfg.max_retries, config.fail_fast_after)
+            backend = build_backend(cfg, config.cache_path() if config.cache else None)
             for wrap in _WRAPPERS["backend"]:
                 backend = wrap(cfg, backend)
             endpoints[ident] = ResilientChatModel(backend, _display_name(cfg), limits)

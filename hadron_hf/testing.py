@@ -212,6 +212,7 @@ class FakeOpenAIServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        self._add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
@@ -220,6 +221,9 @@ class FakeOpenAIServer:
         ready.set()
         loop.run_forever()
         loop.close()
+
+    def _add_routes(self, app: web.Application) -> None:
+        """Subclasses add their routes here (``FakeBatchServer`` adds the batch API)."""
 
     async def _models(self, request: web.Request) -> web.Response:
         names = self.models or ("fake",)
@@ -350,3 +354,12 @@ def _client_gone(request: web.Request) -> bool:
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def __getattr__(name: str) -> Any:
+    # The batch API fake lives in a module of its own (it builds on FakeOpenAIServer above).
+    if name in ("FakeBatchServer", "BatchFaults", "BatchLog"):
+        from hadron_hf import _testing_batch
+
+        return getattr(_testing_batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
