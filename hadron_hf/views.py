@@ -23,7 +23,6 @@ import argparse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from datasets import Dataset, Features, List, Value
@@ -32,8 +31,9 @@ from hadron_hf import columns as col
 from hadron_hf import prompts
 from hadron_hf.chat import Message
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.map import normalize_prompt
+from hadron_hf.inputs import normalize_prompt
 from hadron_hf.pairs import EMPTY_ANSWER, Pair, filter_pairs, row_pairs
+from hadron_hf.sources import load_refined as load_refined  # re-exported: the loader lives in sources
 
 VIEW_NAMES: tuple[str, ...] = ("sft", "dpo", "critic", "reward", "kto")
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
@@ -294,32 +294,25 @@ def build_view(refined: Dataset, view: str, options: ViewOptions | None = None,
 
 
 def add_refined_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--input`` and ``--split``: where a recipe reads its refined dataset (see ``load_refined``)."""
-    parser.add_argument("--input", required=True,
-                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
-    parser.add_argument("--split", default="train", help="split of the input (default: train)")
+    """Add the positional input and ``--split``: where a recipe reads its refined dataset (see ``load_refined``)."""
+    parser.add_argument("input", nargs="?", help="refined dataset: an output folder of refine/demo/build, a "
+                                                 "save_to_disk folder, a .parquet/.jsonl file, or a Hub repo")
+    # The recipes took --input before every command took its input as a positional; old scripts keep working.
+    parser.add_argument("--input", dest="input_option", help=argparse.SUPPRESS)
+    parser.add_argument("--split", default="train", help="split of the input")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of the input")
 
 
-def load_refined(source: str, split: str = "train") -> Dataset:
-    """Load a refined dataset from a ``save_to_disk`` folder, a parquet/jsonl file or a Hub repo.
-
-    The output folder of ``hadron-hf refine`` / ``demo`` works too (its ``refined/`` folder is used).
+def refined_input(args: argparse.Namespace) -> str:
+    """The input a recipe was given, positional or through the old ``--input``.
 
     Raises:
-        InputError: the source cannot be read, or it is not the output of ``autoreason_map``.
+        ConfigError: neither, or two different ones.
     """
-    from hadron_hf.sources import load_prompts
-
-    path = Path(source)
-    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-    if path.is_dir() and not any((path / m).exists() for m in markers) and (path / "refined").is_dir():
-        path = path / "refined"
-    ds = load_prompts(str(path) if path.exists() else source, split=split)
-    needed = (col.DRAFT, col.REFINED, col.TRACE, col.PREFERENCE, col.STATUS)
-    if missing := [c for c in needed if c not in ds.column_names]:
-        raise InputError(f"{source} is not a refined dataset: it lacks {missing} (its columns are "
-                         f"{ds.column_names}). Make one with autoreason_map or `hadron-hf refine`.")
-    return ds
+    given = [v for v in (args.input, getattr(args, "input_option", None)) if v is not None]
+    if not given or len(set(given)) > 1:
+        raise ConfigError("give the refined dataset once, as the first argument (e.g. hadron-hf-output/demo)")
+    return given[0]
 
 
 def answer_reasoning(row: Row) -> str | None:
