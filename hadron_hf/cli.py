@@ -1,5 +1,5 @@
-"""The ``hadron-hf`` command line: refine datasets with the AutoReason tournament, then build, publish,
-inspect and evaluate the training data it makes.
+"""hadron-hf: refine datasets with the AutoReason tournament, then build, publish, inspect and evaluate the
+training data it makes.
 
 Every command takes its input as its first argument and writes to ``-o/--output``; an existing, non-empty
 output is refused unless ``--overwrite`` is given. ``--limit N`` always means the first N rows, ``--split``
@@ -30,7 +30,7 @@ from hadron_hf.errors import ConfigError, HadronError
 # Modules that contribute subcommands, in help order; a missing optional module is skipped.
 _PLUGINS = ("hadron_hf.recipe", "hadron_hf.report", "hadron_hf.evaluate", "hadron_hf.build")
 _FINAL_LINES = ("Wrote ", "Pushed to ")  # what --quiet keeps
-_NETWORK_MODULES = {"httpx", "httpcore", "requests", "urllib3", "aiohttp", "huggingface_hub", "fsspec"}
+_NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "aiohttp", "huggingface_hub", "fsspec"}
 _OPENAI_HOSTS = {"api.openai.com"}
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 """The key variable of ``--base-url`` when ``--api-key-env`` is not given."""
@@ -41,7 +41,14 @@ with their defaults. Run it with `-q` to keep only errors and the paths written.
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default, and keeps descriptions laid out as written."""
+    """Shows each option's default (unless its help already says it, or it is an on/off flag), and keeps
+    descriptions laid out as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, True, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -184,7 +191,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser, metavar: str, help: str) 
     group.add_argument("--push-to-hub", metavar=metavar, help=help)
     visibility = group.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=True,
-                            help="create new Hub repos private")
+                            help="create new Hub repos private (the default)")
     visibility.add_argument("--public", dest="private", action="store_false", help="create new Hub repos public")
 
 

@@ -328,8 +328,9 @@ def _eval_config(args: argparse.Namespace, ds: Dataset) -> tuple[AutoReasonConfi
         info = read_run_info(args.input)
         if info is not None and isinstance(info.get("config"), dict):
             run = AutoReasonConfig.from_dict(info["config"], source=f"the config in {args.input}'s run.json")
+            # Only what differs from the defaults counts as set, so a default key variable may stay unset.
             overrides = {k: getattr(config, k) for k in config.model_fields_set}
-            config = AutoReasonConfig.from_dict({**run.model_dump(exclude_unset=True), **overrides},
+            config = AutoReasonConfig.from_dict({**run.model_dump(exclude_defaults=True), **overrides},
                                                 source="configuration")
             origin = "refinement's own"
         elif args.baseline or not (args.judge_base_url or args.judge_model):
