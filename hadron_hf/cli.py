@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hadron_hf.cli_options import add_hub_arguments, add_output_arguments
 from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.errors import ConfigError, HadronError
 
 # Modules that contribute subcommands, in help order; a missing optional module is skipped.
 _PLUGINS = ("hadron_hf.recipe", "hadron_hf.report", "hadron_hf.evaluate", "hadron_hf.build")
 _FINAL_LINES = ("Wrote ", "Pushed to ")  # what --quiet keeps
-_NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "aiohttp", "huggingface_hub", "fsspec"}
+_NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "aiohttp", "huggingface_hub",
+                    "fsspec"}
 _OPENAI_HOSTS = {"api.openai.com"}
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 """The key variable of ``--base-url`` when ``--api-key-env`` is not given."""
@@ -176,23 +178,6 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     add_model_arguments(parser)
     add_tournament_arguments(parser)
-
-
-def add_output_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """``-o/--output`` and ``--overwrite``."""
-    parser.add_argument("-o", "--output", default=default, help="output folder")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into the output even when it exists and is not empty")
-
-
-def add_hub_arguments(parser: argparse.ArgumentParser, metavar: str, help: str) -> None:  # noqa: A002
-    """``--push-to-hub`` and ``--private``/``--public`` (private by default)."""
-    group = parser.add_argument_group("Hub")
-    group.add_argument("--push-to-hub", metavar=metavar, help=help)
-    visibility = group.add_mutually_exclusive_group()
-    visibility.add_argument("--private", dest="private", action="store_true", default=True,
-                            help="create new Hub repos private (the default)")
-    visibility.add_argument("--public", dest="private", action="store_false", help="create new Hub repos public")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

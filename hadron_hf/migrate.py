@@ -40,10 +40,10 @@ from datasets import Dataset, Features, List, Value
 
 from hadron_hf import columns as col
 from hadron_hf.borda import LABELS
+from hadron_hf.cli_options import add_output_arguments, add_refined_input_arguments
 from hadron_hf.errors import InputError
 from hadron_hf.inputs import normalize_prompt
 from hadron_hf.prompts import task_text
-from hadron_hf.views import add_refined_input_arguments
 
 GENERATION = "generation"
 INSTRUCTION = "instruction"
@@ -198,8 +198,6 @@ def write_hadron_rows(rows: Dataset, output: str | Path) -> Path:
 
 def add_migration_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of the migration recipe (``hadron-hf recipe hadron``, ``recipes/hadron.py``)."""
-    from hadron_hf.cli import add_output_arguments
-
     add_refined_input_arguments(parser)
     add_output_arguments(parser, "hadron-hf-output/hadron.jsonl")
     parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
@@ -208,8 +206,9 @@ def add_migration_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_migration(args: argparse.Namespace) -> int:
     """Load a refined dataset, migrate it and write it; prints what it did. Returns the exit code."""
+    from hadron_hf.cli_options import refined_input
     from hadron_hf.sources import check_output
-    from hadron_hf.views import load_refined, refined_input
+    from hadron_hf.views import load_refined
 
     source = refined_input(args)
     check_output(args.output, args.overwrite)

@@ -25,8 +25,9 @@ from typing import Any
 
 from datasets import Dataset
 
+from hadron_hf.cli_options import add_output_arguments, add_refined_input_arguments
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.views import SftOptions, add_refined_input_arguments, build_view
+from hadron_hf.views import SftOptions, build_view
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 DEFAULT_RATIOS: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -153,8 +154,6 @@ def write_mlx_dataset(refined: Dataset, output: str | Path, *, options: SftOptio
 
 def add_mlx_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of the MLX LoRA recipe (``hadron-hf recipe mlx-lora``, ``recipes/mlx_lora.py``)."""
-    from hadron_hf.cli import add_output_arguments
-
     add_refined_input_arguments(parser)
     add_output_arguments(parser, "hadron-hf-output/mlx-lora")
     parser.add_argument("--ratios", default="0.8,0.1,0.1", type=_ratios,
@@ -169,8 +168,9 @@ def add_mlx_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_mlx_export(args: argparse.Namespace) -> int:
     """Load a refined dataset and write its MLX LoRA data folder; prints the split. Returns the exit code."""
+    from hadron_hf.cli_options import refined_input
     from hadron_hf.sources import check_output
-    from hadron_hf.views import load_refined, refined_input
+    from hadron_hf.views import load_refined
 
     source = refined_input(args)
     check_output(args.output, args.overwrite)

@@ -19,6 +19,7 @@ from typing import Any
 from datasets import Dataset
 
 from hadron_hf.cards import Lineage, render_card
+from hadron_hf.cli_options import add_hub_arguments, add_output_arguments, add_refined_input_arguments, refined_input
 from hadron_hf.config import AutoReasonConfig
 from hadron_hf.sources import check_output
 from hadron_hf.views import (
@@ -29,10 +30,8 @@ from hadron_hf.views import (
     SftOptions,
     ViewOptions,
     ViewResult,
-    add_refined_input_arguments,
     build_view,
     load_refined,
-    refined_input,
 )
 
 _HELP = {
@@ -46,8 +45,6 @@ _HELP = {
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, view: str) -> None:
     """Add the options of one recipe: input, output, Hub, card and the view's own options."""
-    from hadron_hf.cli import add_hub_arguments, add_output_arguments
-
     add_refined_input_arguments(parser)
     add_output_arguments(parser, f"hadron-hf-output/{view}")
     add_hub_arguments(parser, "REPO_ID", "also push to this Hub dataset repo")

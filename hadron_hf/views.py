@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -291,28 +290,6 @@ def build_view(refined: Dataset, view: str, options: ViewOptions | None = None,
     kept = marked.filter(_is_kept, input_columns=_DROPPED, keep_in_memory=True, num_proc=num_proc,
                          desc="Dropping rows")
     return ViewResult(view, kept.remove_columns(_DROPPED), options, len(refined), dict(reasons))
-
-
-def add_refined_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the positional input and ``--split``: where a recipe reads its refined dataset (see ``load_refined``)."""
-    parser.add_argument("input", nargs="?", help="refined dataset: an output folder of refine/demo/build, a "
-                                                 "save_to_disk folder, a .parquet/.jsonl file, or a Hub repo")
-    # The recipes took --input before every command took its input as a positional; old scripts keep working.
-    parser.add_argument("--input", dest="input_option", help=argparse.SUPPRESS)
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of the input")
-
-
-def refined_input(args: argparse.Namespace) -> str:
-    """The input a recipe was given, positional or through the old ``--input``.
-
-    Raises:
-        ConfigError: neither, or two different ones.
-    """
-    given = [v for v in (args.input, getattr(args, "input_option", None)) if v is not None]
-    if not given or len(set(given)) > 1:
-        raise ConfigError("give the refined dataset once, as the first argument (e.g. hadron-hf-output/demo)")
-    return given[0]
 
 
 def answer_reasoning(row: Row) -> str | None:
