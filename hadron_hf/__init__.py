@@ -1,6 +1,6 @@
 """hadron_hf: LLM-refined answers for post-training data, as a ``Dataset.map`` function."""
 
-from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams, ScriptedChatModel
+from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 from hadron_hf.columns import OUTPUT_FEATURES, output_features
 from hadron_hf.config import AutoReasonConfig, ModelConfig, TeacherRoute
 from hadron_hf.errors import (
@@ -37,7 +37,6 @@ __all__ = [
     "RetryableError",
     "RoleModels",
     "SamplingParams",
-    "ScriptedChatModel",
     "TeacherRoute",
     "TournamentResult",
     "TournamentSettings",

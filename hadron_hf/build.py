@@ -2,8 +2,9 @@
 
 It samples prompts from a Hub dataset (streamed: a 1M-row source is never loaded for a 1k-row sample), a
 local file (``.jsonl``/``.json``/``.csv``/``.parquet``/``.txt``), a ``save_to_disk`` folder or the bundled
-prompts (``bundled``); finds the prompt column; drops duplicate prompts; refines the sample with
-``autoreason_map``; and writes the refined dataset and its training views, each with a dataset card. With
+prompts (``bundled``); finds the prompt column; drops duplicate prompts; and hands the sample to the refine
+pipeline (``hadron_hf.pipeline``, shared with ``refine``), which writes the refined dataset and its training
+views, each with a dataset card, and ``run.json``. With
 ``--push-to-hub NAMESPACE/PREFIX`` every output goes to its own Hub dataset repo: ``PREFIX-refined``,
 ``PREFIX-sft``, ``PREFIX-dpo`` and ``PREFIX-critic`` (one repo per trainer, loadable without a config name).
 
@@ -17,29 +18,25 @@ import argparse
 import json
 import random
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from datasets import Dataset, Features, IterableDataset, List, load_dataset
-from huggingface_hub import DatasetCard, DatasetCardData
+from datasets import Dataset, Features, List
 
-from hadron_hf.cards import Lineage, generation_settings, size_category
 from hadron_hf.config import AutoReasonConfig
-from hadron_hf.errors import ConfigError, FatalBackendError, InputError
-from hadron_hf.summary import RunSummary, summarize
-from hadron_hf.views import MESSAGES, OPTION_TYPES, VIEW_NAMES, build_view
+from hadron_hf.errors import FatalBackendError, InputError
+from hadron_hf.pipeline import Output, RunOptions, estimate_run, quiet_progress_bars, run_pipeline
+from hadron_hf.sources import BUNDLED, open_dataset
+from hadron_hf.summary import RunSummary
+from hadron_hf.views import MESSAGES, VIEW_NAMES
 
 PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "text", "instruction", "question", "messages", "turns")
 """Columns tried, in order, when no prompt column is given."""
-BUNDLED = "bundled"
-"""The input name that means the prompts shipped with hadron_hf."""
 DEFAULT_VIEWS: tuple[str, ...] = ("sft", "dpo", "critic")
 Method = Literal["random", "first", "stratified"]
-_LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")  # a missing file, not a Hub name
 _MIN_POOL = 1_000  # rows scanned at least for a stratified sample, and the least shuffle buffer of a stream
 
 
@@ -48,22 +45,30 @@ class SampleSpec:
     """How to draw the sample.
 
     Args:
-        limit: rows wanted (``None``: every row).
+        size: rows wanted (``None``: every row).
         seed: seed of the random and stratified draws.
         method: ``"random"``, ``"first"`` (the first rows in order) or ``"stratified"`` (each value of
-            ``stratify_column`` gets its share of ``limit``, drawn from a random pool of
-            ``max(10 * limit, 1000)`` distinct prompts).
+            ``stratify_column`` gets its share of ``size``, drawn from a random pool of
+            ``max(10 * size, 1000)`` distinct prompts).
         stratify_column: the category column of a stratified sample.
         dedup: drop rows whose prompt is identical to an earlier one's.
         split: the split of a source with several.
+        head: read only the first ``head`` rows of the source (``--limit``), then draw from those.
     """
 
-    limit: int | None = None
+    size: int | None = None
     seed: int = 0
     method: Method = "random"
     stratify_column: str = "category"
     dedup: bool = True
     split: str = "train"
+    head: int | None = None
+
+    def describe(self) -> str:
+        """How the sample was drawn, in words (for the refined dataset's card)."""
+        how = "in order" if self.method == "first" else f"{self.method}, seed {self.seed}"
+        return (f"sampled {how} (size {self.size or 'all'}" + (f" of the first {self.head} rows" if self.head else "")
+                + f", duplicates {'dropped' if self.dedup else 'kept'})")
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,10 @@ def sample_prompts(source: str, spec: SampleSpec, prompt_column: str | None = No
     Raises:
         InputError: unreadable source, no prompt or category column, or nothing left to refine.
     """
-    data, streamed = _open(source, spec.split)
+    data: Any = open_dataset(source, spec.split, streaming=True)
+    streamed = not isinstance(data, Dataset)
+    if spec.head is not None:
+        data = data.take(spec.head) if streamed else data.select(range(min(spec.head, len(data))))
     columns = data.column_names or list(next(iter(data.take(1)), {}))
     column = detect_prompt_column(columns, prompt_column, source)
     if spec.method == "stratified" and spec.stratify_column not in columns:
@@ -125,11 +133,11 @@ def sample_prompts(source: str, spec: SampleSpec, prompt_column: str | None = No
                          f"{columns}. Choose one with --stratify-column.")
     ordered: Any = data
     if spec.method != "first" and streamed:  # a stream is shuffled within a buffer: it is never read whole
-        ordered = data.shuffle(seed=spec.seed, buffer_size=max(_MIN_POOL, 10 * (spec.limit or 0)))
+        ordered = data.shuffle(seed=spec.seed, buffer_size=max(_MIN_POOL, 10 * (spec.size or 0)))
     elif spec.method != "first":
         ordered = data.shuffle(seed=spec.seed, keep_in_memory=True)
-    strata = spec.limit if spec.method == "stratified" else None  # drawn from a pool of distinct prompts
-    want = spec.limit if strata is None else max(_MIN_POOL, 10 * strata)
+    strata = spec.size if spec.method == "stratified" else None  # drawn from a pool of distinct prompts
+    want = spec.size if strata is None else max(_MIN_POOL, 10 * strata)
     rows, scanned, duplicates = _take_distinct(ordered, column, want, spec.dedup)
     if strata is not None:
         rows = stratify(rows, spec.stratify_column, strata, spec.seed)
@@ -162,17 +170,6 @@ def stratify(rows: list[dict[str, Any]], column: str, limit: int, seed: int) -> 
     rng = random.Random(seed)
     kept = sorted(i for name in sorted(groups) for i in rng.sample(groups[name], quota[name]))
     return [rows[i] for i in kept]
-
-
-@dataclass(frozen=True)
-class Output:
-    """One written output: its name, rows, local folder and card, and Hub address when pushed."""
-
-    name: str
-    rows: int
-    path: Path
-    card: Path
-    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,13 +208,14 @@ class BuildReport:
 
 def build(source: str, config: AutoReasonConfig, output: Path, spec: SampleSpec, *, prompt_column: str | None = None,
           views: Iterable[str] = DEFAULT_VIEWS, push_to: str | None = None, private: bool = True,
-          license: str = "other", batch_size: int = 8) -> BuildReport:
+          license: str = "other", batch_size: int = 8, engine: Literal["datasets", "ray"] = "datasets",
+          num_workers: int = 2, say: Callable[[str], None] = print) -> BuildReport:
     """Sample, refine, and write (and maybe push) the refined dataset and its views, each with its card.
 
     Args:
         source: a Hub dataset name, a local path, or ``"bundled"``.
         config: the tournament configuration (its ``prompt_column`` is replaced by the detected one).
-        output: the folder; ``refined/`` (``save_to_disk``) and one folder per view are written there.
+        output: the folder; see ``hadron_hf.pipeline`` for what is written there.
         spec: how to draw the sample.
         prompt_column: the prompt column (``None``: detected).
         views: the training views to write (of ``VIEW_NAMES``).
@@ -225,100 +223,33 @@ def build(source: str, config: AutoReasonConfig, output: Path, spec: SampleSpec,
         private: create pushed repos private.
         license: the cards' license metadata.
         batch_size: rows per ``Dataset.map`` batch.
+        engine: ``"datasets"`` or ``"ray"``.
+        num_workers: Ray worker actors.
+        say: where progress messages go.
 
     Returns:
         The report whose ``render()`` is the closing table.
 
     Raises:
-        InputError: see ``sample_prompts``. ConfigError: a bad ``push_to`` or a refused push.
+        InputError: see ``sample_prompts``. ConfigError: a bad ``push_to``, unknown views or a refused push.
         FatalBackendError: the model cannot be reached; completed calls stay in the request cache.
     """
-    from hadron_hf.map import autoreason_map
-    from hadron_hf.recipe import publish_view, write_view
+    sample, config = _sample(source, config, spec, prompt_column, say)
+    options = RunOptions(source=source, split=spec.split, sampling=spec.describe(), batch_size=batch_size,
+                         engine=engine, num_workers=num_workers, views=tuple(views), license=license,
+                         push_to=push_to, private=private)
+    result = run_pipeline(sample.dataset, config, output, options)
+    say(result.cache_line())
+    return BuildReport(source, spec, sample, result.summary, result.outputs)
 
-    if push_to is not None and push_to.count("/") != 1:
-        raise ConfigError(f"--push-to-hub {push_to!r} must be NAMESPACE/PREFIX")
-    if unknown := [v for v in views if v not in VIEW_NAMES]:
-        raise ConfigError(f"unknown views {unknown}; choose from {list(VIEW_NAMES)}")
+
+def _sample(source: str, config: AutoReasonConfig, spec: SampleSpec, prompt_column: str | None,
+            say: Callable[[str], None]) -> tuple[Sample, AutoReasonConfig]:
     sample = sample_prompts(source, spec, prompt_column)
     config = config.model_copy(update={"prompt_column": sample.prompt_column})
-    print(f"Refining {len(sample.dataset)} prompts (column {sample.prompt_column!r}) of {source} with "
-          f"{config.model.model} ({config.model.backend}); {sample.duplicates} duplicate prompts dropped.")
-    started = time.perf_counter()
-    batch_size = max(batch_size, len(sample.dataset)) if config.uses_batch_api() else batch_size  # one batch per step
-    refined = sample.dataset.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": config},
-                                 desc="Refining", load_from_cache_file=False)
-    summary = summarize(refined, time.perf_counter() - started)
-    print(f"Request cache: reused {summary.cached_calls}/{summary.calls} calls"
-          + (" from an earlier run" if summary.cached_calls else ""))
-    refined_repo = f"{push_to}-refined" if push_to else None
-    outputs = [_write_refined(refined, output / "refined", source, spec, config, license, refined_repo, private)]
-    lineage = Lineage(refined_repo or str(output / "refined"), "train", source)
-    for view in views:
-        result = build_view(refined, view, OPTION_TYPES[view](prompt_column=sample.prompt_column))
-        path = write_view(result, refined, output / view, lineage, config=config, license=license)
-        url = publish_view(result, refined, f"{push_to}-{view}", lineage, private=private, config=config,
-                           license=license) if push_to else None
-        outputs.append(Output(view, result.rows_out, path, path / "README.md", url))
-    return BuildReport(source, spec, sample, summary, outputs)
-
-
-def _refined_card(refined: Dataset, source: str, spec: SampleSpec, config: AutoReasonConfig, *, license: str,
-                  repo_id: str | None = None, hub_metadata: dict[str, Any] | None = None) -> DatasetCard:
-    """Sampling, generation settings (model names only, never keys or URLs) and statistics; a pushed card keeps
-    the ``configs``/``dataset_info`` that the data push wrote."""
-    meta = {k: v for k, v in (hub_metadata or {}).items() if k in ("configs", "dataset_info")}
-    data = DatasetCardData(license=license, pretty_name="AutoReason refined prompts",
-                           task_categories=["text-generation"], size_categories=[size_category(len(refined))],
-                           tags=["hadron_hf", "autoreason", "synthetic"], **meta)
-    s = summarize(refined)
-    loader = f"load_dataset({repo_id!r}, split=\"train\")" if repo_id else "load_from_disk(\"path/to/refined\")"
-    stats = {"rows": f"{s.rows} ({s.ok} refined, {s.errors} failed)", "converged": f"{s.converged_pct:.1f}%",
-             "mean iterations": f"{s.mean_iterations:.2f}", "model calls": f"{s.calls}",
-             "tokens (prompt / completion)": f"{s.prompt_tokens} / {s.completion_tokens}"}
-    body = [
-        "# AutoReason refined prompts", "",
-        f"Prompts from `{source}` (split `{spec.split}`), sampled `{spec.method}` (limit {spec.limit}, seed "
-        f"{spec.seed}, duplicates {'dropped' if spec.dedup else 'kept'}), refined by hadron_hf's AutoReason "
-        "tournament (draft, critique, revision, synthesis, blind judge panel, Borda count).", "",
-        "## Usage", "", "```python", f"from datasets import {loader.split('(')[0]}", f"ds = {loader}", "```", "",
-        "Each row keeps its input columns and adds `draft`, `refined`, `autoreason_trace`, `preference`, "
-        "`autoreason_usage`, `reasoning_traces`, `autoreason_status` and `autoreason_error`.", "",
-        "## Generation", "", *_table(generation_settings(refined, config)), "", "## Statistics", "", *_table(stats),
-    ]
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
-
-
-def _table(items: dict[str, str]) -> list[str]:
-    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in items.items())]
-
-
-def _write_refined(refined: Dataset, path: Path, source: str, spec: SampleSpec, config: AutoReasonConfig,
-                   license: str, repo_id: str | None, private: bool) -> Output:
-    from hadron_hf.hub import push_with_card
-
-    refined.save_to_disk(str(path))
-    _refined_card(refined, source, spec, config, license=license).save(str(path / "README.md"))
-    url = None
-    if repo_id is not None:
-        url = push_with_card(refined, repo_id, lambda meta: _refined_card(
-            refined, source, spec, config, license=license, repo_id=repo_id, hub_metadata=meta), private=private)
-    return Output("refined", len(refined), path, path / "README.md", url)
-
-
-def _open(source: str, split: str) -> tuple[Dataset | IterableDataset, bool]:
-    from hadron_hf.sources import bundled_prompts, load_prompts
-
-    if source == BUNDLED and not Path(source).exists():
-        return bundled_prompts(), False
-    path = Path(source)
-    if path.exists() or path.suffix.lower() in _LOCAL_SUFFIXES or source.startswith((".", "/", "~")):
-        return load_prompts(source, split=split), False
-    try:
-        stream = load_dataset(source, split=split, streaming=True)
-    except Exception as exc:  # datasets raises many unrelated types for a missing or unreadable dataset
-        raise InputError(f"cannot stream {source!r} (split {split!r}): {type(exc).__name__}: {exc}") from None
-    return stream, True
+    say(f"Refining {len(sample.dataset)} prompts (column {sample.prompt_column!r}) of {source} with "
+        f"{config.model.model} ({config.model.backend}); {sample.duplicates} duplicate prompts dropped.")
+    return sample, config
 
 
 def _take_distinct(rows: Iterable[dict[str, Any]], column: str, want: int | None,
@@ -349,46 +280,58 @@ def _prompt_key(value: Any) -> str:
 def run_build(args: argparse.Namespace) -> int:
     """``hadron-hf build`` from parsed arguments; prints the closing table. Returns the exit code."""
     from hadron_hf.cli import config_from_args
+    from hadron_hf.sources import check_output
 
+    if not args.estimate:
+        check_output(args.output, args.overwrite)
     config = config_from_args(args)
     requested = args.prompt_column or (config.prompt_column if "prompt_column" in config.model_fields_set else None)
-    spec = SampleSpec(args.limit, config.seed if args.seed is None else args.seed, args.sample,
-                      args.stratify_column, not args.keep_duplicates, args.split)
+    spec = SampleSpec(args.sample_size, config.seed if args.seed is None else args.seed, args.sample,
+                      args.stratify_column, not args.keep_duplicates, args.split, args.limit)
+    if args.estimate:
+        sample, config = _sample(args.input, config, spec, requested, print)
+        with quiet_progress_bars():
+            print(estimate_run(sample.dataset, config, batch_size=args.batch_size).render())
+        return 0
     try:
         report = build(args.input, config, Path(args.output), spec, prompt_column=requested, views=args.views,
                        push_to=args.push_to_hub, private=args.private, license=args.license,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, engine=args.engine, num_workers=args.num_workers)
     except FatalBackendError:
         print("hadron-hf: completed calls are in the request cache; re-run the same command to resume",
               file=sys.stderr)
         raise
     print("Build summary\n" + report.render())
+    print("\n".join(f"Wrote {o.path}" + (f"\nPushed to {o.url}" if o.url else "") for o in report.outputs))
     return 0
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hadron-hf build`` and ``recipes/build.py``."""
-    from hadron_hf.cli import add_model_arguments, add_tournament_arguments
+    from hadron_hf.cli import (
+        add_engine_arguments,
+        add_hub_arguments,
+        add_model_arguments,
+        add_output_arguments,
+        add_tournament_arguments,
+    )
 
     parser.add_argument("input", help="a Hub dataset (streamed), a .jsonl/.json/.csv/.parquet/.txt file, "
                                       f"a save_to_disk folder, or {BUNDLED!r} for the bundled prompts")
-    parser.add_argument("--split", default="train")
+    parser.add_argument("--split", default="train", help="split of the input")
+    parser.add_argument("--limit", type=int, help="read only the first N rows of the input (default: all)")
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--limit", type=int, help="refine at most N prompts (default: all)")
+    sampling.add_argument("--sample-size", type=int, help="refine at most N prompts, drawn by --sample (default: all)")
     sampling.add_argument("--sample", choices=["random", "first", "stratified"], default="random",
                           help="random (seeded; a shuffle buffer on streams), the first N, or stratified")
     sampling.add_argument("--stratify-column", default="category", help="category column of --sample stratified")
     sampling.add_argument("--keep-duplicates", action="store_true", help="do not drop repeated prompts")
-    out = parser.add_argument_group("output")
-    out.add_argument("--output", default="hadron-hf-output/build", help="output folder")
-    out.add_argument("--views", nargs="+", choices=VIEW_NAMES, default=list(DEFAULT_VIEWS),
-                     help="training views to write (default: sft dpo critic)")
-    out.add_argument("--push-to-hub", metavar="NAMESPACE/PREFIX",
-                     help="push to the Hub repos PREFIX-refined and PREFIX-{view}")
-    private = out.add_mutually_exclusive_group()
-    private.add_argument("--private", action="store_true", default=True, help="create private repos (default)")
-    private.add_argument("--public", dest="private", action="store_false", help="create public repos")
-    out.add_argument("--license", default="other", help="the cards' license metadata (default: other)")
+    add_output_arguments(parser, "hadron-hf-output/build")
+    parser.add_argument("--views", nargs="+", choices=VIEW_NAMES, default=list(DEFAULT_VIEWS),
+                        help="training views to write")
+    parser.add_argument("--license", default="other", help="the cards' license metadata")
+    add_hub_arguments(parser, "NAMESPACE/PREFIX", "push to the Hub repos PREFIX-refined and PREFIX-{view}")
+    add_engine_arguments(parser)
     add_model_arguments(parser)
     add_tournament_arguments(parser)
     parser.set_defaults(func=run_build)
@@ -396,5 +339,5 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_subcommand(subparsers: Any) -> None:
     """Add ``hadron-hf build`` to the command line."""
-    add_build_arguments(subparsers.add_parser(
-        "build", help="sample a prompt collection, refine it, write and publish the training sets"))
+    text = "sample a prompt collection, refine it, write and publish the training sets"
+    add_build_arguments(subparsers.add_parser("build", help=text, description=text[0].upper() + text[1:] + "."))

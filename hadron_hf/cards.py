@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.resources
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
 from datasets import Dataset, List, Value
@@ -25,8 +26,16 @@ from hadron_hf.errors import ConfigError
 from hadron_hf.summary import summarize
 from hadron_hf.views import ViewResult, view_features
 
-CARD_DIR = Path(__file__).resolve().parent.parent / "dataset_cards"
-"""Where the card templates live: ``base.md.j2`` plus one ``{view}.md.j2`` per view."""
+
+def _card_dir() -> Path:
+    # An installed wheel ships the templates as hadron_hf/dataset_cards/ (package data); a source checkout
+    # keeps them in the top-level dataset_cards/ folder beside the package.
+    installed = Path(str(importlib.resources.files("hadron_hf").joinpath("dataset_cards")))
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "dataset_cards"
+
+
+CARD_DIR = _card_dir()
+"""Where the card templates live: ``base.md.j2``, ``refined.md.j2`` and one ``{view}.md.j2`` per view."""
 
 TRAINERS = {"sft": "SFTTrainer", "dpo": "DPOTrainer", "critic": "SFTTrainer", "reward": "RewardTrainer",
             "kto": "KTOTrainer"}
@@ -41,6 +50,8 @@ _SUMMARIES = {
     "reward": "Reward-model pairs: full conversations with the better and the worse answer, and their margin.",
     "kto": "Unpaired preference data for KTO: tournament winners labelled desirable, losers undesirable.",
 }
+OPENAI_API_URL = "https://api.openai.com/v1"
+"""Where an ``openai`` model without a ``base_url`` is sent."""
 _SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
 _ROLES = (("teacher", "teacher"), ("critic", "critic"), ("author_b", "author B"), ("synthesizer", "synthesizer"))
@@ -175,7 +186,39 @@ def render_card(result: ViewResult, refined: Dataset, lineage: Lineage, *, confi
         rows_in=result.rows_in, rows_out=result.rows_out,
         dropped=sorted(result.dropped.items(), key=lambda kv: -kv[1]),
         option_items=[(k, v) for k, v in dataclasses.asdict(result.options).items()],
-        lineage=lineage, hadron_version=_version(),
+        lineage=lineage, hadron_version=package_version(),
+    )
+    return DatasetCard(_redact(str(card), _secrets(config)))
+
+
+def render_refined_card(refined: Dataset, lineage: Lineage, *, config: AutoReasonConfig | None = None,
+                        sampling: str | None = None, license: str = "other", repo_id: str | None = None,
+                        hub_metadata: dict[str, Any] | None = None) -> DatasetCard:
+    """Render the dataset card of a refined dataset from ``dataset_cards/refined.md.j2``.
+
+    Args:
+        refined: the output of ``autoreason_map``.
+        lineage: the prompt dataset it was made from (``source`` and ``split``).
+        config: the config that refined it (adds its settings, never its keys or URLs).
+        sampling: how the rows were drawn, e.g. ``"the first 10 rows"``; ``None`` for every row.
+        license: the ``license`` metadata value.
+        repo_id: the Hub repo the card describes; ``None`` for a local folder.
+        hub_metadata: the repo's card metadata after the data push; ``configs`` and ``dataset_info`` are kept.
+
+    Returns:
+        The card; ``str(card)`` is the README.md text.
+    """
+    meta = {k: v for k, v in (hub_metadata or {}).items() if k in ("configs", "dataset_info")}
+    data = DatasetCardData(license=license, pretty_name="AutoReason refined prompts",
+                           task_categories=["text-generation"], size_categories=[size_category(len(refined))],
+                           tags=["hadron_hf", "autoreason", "synthetic"], **meta)
+    loader = f"load_dataset({repo_id!r}, split=\"train\")" if repo_id else "load_from_disk(\"path/to/refined\")"
+    stats = summarize(refined)
+    card = DatasetCard.from_template(
+        data, template_path=str(CARD_DIR / "refined.md.j2"), pretty_name="AutoReason refined prompts",
+        source=lineage.source, split=lineage.split, sampling=sampling, loader=loader,
+        output_columns=list(col.OUTPUT_COLUMNS), generation=list(generation_settings(refined, config).items()),
+        statistics=_statistics(stats), hadron_version=package_version(),
     )
     return DatasetCard(_redact(str(card), _secrets(config)))
 
@@ -193,6 +236,21 @@ def _statistics(s: Any) -> list[tuple[str, str]]:
     if s.cost_usd is not None:
         items.append(("cost", f"${s.cost_usd:.4f}"))
     return items
+
+
+def describe_model(m: ModelConfig) -> str:
+    """``model at endpoint``, without any credential: the base URL, the OpenAI API, or the local backend."""
+    if m.backend != "openai":
+        return f"{m.model} at {m.backend}:{m.model_path or 'bundled'}"
+    return f"{m.model} at {strip_credentials(m.base_url or OPENAI_API_URL)}"
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _model_name(m: ModelConfig) -> str:
@@ -217,7 +275,8 @@ def _redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def _version() -> str:
+def package_version() -> str:
+    """The installed hadron_hf version (``"dev"`` in a source tree that was never installed)."""
     try:
         return importlib.metadata.version("hadron_hf")
     except importlib.metadata.PackageNotFoundError:

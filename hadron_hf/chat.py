@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
 from hadron_hf.errors import ConfigError
@@ -72,29 +72,6 @@ class ChatModel(Protocol):
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
         """Answer ``messages`` sampled with ``params``."""
         ...
-
-
-@dataclass
-class ScriptedChatModel:
-    """A fake ``ChatModel`` that replays queued replies and records every call (for tests and docs).
-
-    Args:
-        replies: texts returned in order; a callable ``(messages, params) -> str`` may stand in for any.
-        model: the name reported in each completion.
-    """
-
-    replies: list[object] = field(default_factory=list)
-    model: str = "scripted"
-    calls: list[tuple[list[Message], SamplingParams]] = field(default_factory=list)
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        self.calls.append((list(messages), params))
-        if not self.replies:
-            raise AssertionError(f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls")
-        reply = self.replies.pop(0)
-        text = reply(list(messages), params) if callable(reply) else str(reply)
-        answer, reasoning = split_reasoning(text)
-        return Completion(answer, reasoning, prompt_tokens=1, completion_tokens=1, model=self.model)
 
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)

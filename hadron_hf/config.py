@@ -173,6 +173,10 @@ class AutoReasonConfig(BaseModel):
         capture_reasoning: fill the ``reasoning_traces`` column.
         fail_fast_after: if this many calls in a row fail for good (no success in between), stop the job.
         progress: show a live progress line on a terminal (``HADRON_HF_PROGRESS=0``/``1`` overrides).
+        overwrite_columns: let ``autoreason_map`` replace input columns named like its outputs (``draft``,
+            ``refined``, ``preference``, ``reasoning_traces``, ``autoreason_*``); off, such an input is an error.
+        progress_total: rows the whole job will refine, so the progress line shows its total from the start
+            (the CLI sets it; ``None``: the total grows as batches arrive). Display only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -205,6 +209,8 @@ class AutoReasonConfig(BaseModel):
     capture_reasoning: bool = True
     fail_fast_after: int = Field(8, ge=1)
     progress: bool = True
+    overwrite_columns: bool = False
+    progress_total: int | None = Field(None, ge=0)
 
     def role_models(self) -> dict[str, ModelConfig]:
         """The model of each single role, after fallback to ``model``."""

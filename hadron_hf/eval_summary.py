@@ -40,6 +40,8 @@ class EvalSummary:
     lengths: dict[str, dict[str, float]]
     position_wins: dict[str, int]
     categories: dict[str, dict[str, Any]]
+    baseline_model: str | None = None
+    """The model(s) that wrote the critique-and-revise baseline, ``model at endpoint`` (``None``: no baseline)."""
 
     @property
     def tie_rate(self) -> float | None:
@@ -68,7 +70,8 @@ class EvalSummary:
                  f"| tie rate | {_pct(self.tie_rate)} |",
                  f"| refined identical to draft | {self.identical} rows |",
                  f"| refined / draft mean length | {_ratio(self.length_ratio)} |",
-                 f"| votes parsed | {self.votes_parsed}/{self.votes} |", "",
+                 f"| votes parsed | {self.votes_parsed}/{self.votes} |",
+                 *([f"| baseline written by | {self.baseline_model} |"] if self.baseline_model else []), "",
                  "| method | mean Borda per row | mean chars | median chars | mean words |", "|---|---|---|---|---|"]
         for m in self.methods:
             size = self.lengths.get(m, {})

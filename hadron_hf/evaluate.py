@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -31,9 +32,9 @@ from hadron_hf import prompts
 from hadron_hf.borda import BordaRule, borda_scores, parse_ranking, ranking_choices
 from hadron_hf.chat import ChatModel, SamplingParams
 from hadron_hf.config import AutoReasonConfig, ModelConfig
-from hadron_hf.errors import BackendError, FatalBackendError, InputError, RankingParseError
+from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError, RankingParseError
 from hadron_hf.eval_summary import LOSS, TIE, WIN, EvalSummary, summarize
-from hadron_hf.map import normalize_prompt
+from hadron_hf.inputs import normalize_prompt
 from hadron_hf.runtime import runtime_for
 from hadron_hf.tournament import RoleModels, row_seed
 
@@ -166,6 +167,8 @@ async def evaluate_async(dataset: Dataset, config: AutoReasonConfig,
     methods = METHODS if s.baseline else METHODS[:2]
     names = tuple(dict.fromkeys(m.model for m in config.judge_pool_models()))
     summary = summarize(out, methods, s.judges, names, s.bootstrap_samples, s.seed)
+    if s.baseline:
+        summary = dataclasses.replace(summary, baseline_model=_baseline_models(config))
     return EvalResult(Dataset.from_list(out, features=JUDGEMENT_FEATURES), summary)
 
 
@@ -247,64 +250,108 @@ async def _panel(task: str, answers: dict[str, str], rng: random.Random, pool: S
 
 def add_subcommand(subparsers: Any) -> None:
     """Add ``hadron-hf eval``."""
-    parser = subparsers.add_parser("eval", help="judge refined answers against the drafts with a blind panel")
+    text = "judge refined answers against the drafts with a blind panel"
+    parser = subparsers.add_parser("eval", help=text, description=text[0].upper() + text[1:] + ".")
     add_eval_arguments(parser)
     parser.set_defaults(func=run_eval)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hadron-hf eval`` and ``recipes/eval.py``."""
-    from hadron_hf.cli import add_model_arguments
+    from hadron_hf.cli import add_hub_arguments, add_model_arguments, add_output_arguments
 
-    parser.add_argument("input", help="a refined dataset: a refine/demo output folder, a save_to_disk folder, "
+    parser.add_argument("input", help="a refined dataset: a refine/demo/build output folder, a save_to_disk folder, "
                                       "a parquet/jsonl file or a Hub name")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
-    parser.add_argument("--output", default="hadron-hf-output/eval", help="output folder")
-    add_model_arguments(parser)  # the baseline's model; --config may also list judge_models
+    parser.add_argument("--split", default="train", help="split of the input")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows (default: all)")
+    add_output_arguments(parser, "hadron-hf-output/eval")
+    # The baseline's model (and the judges' when none are given): by default the refinement's own, from the
+    # run.json of a refine/demo/build output folder.
+    add_model_arguments(parser)
     judges = parser.add_argument_group("judges (configure them apart from the tournament's)")
     judges.add_argument("--judge-base-url", help="OpenAI-compatible /v1 URL of the judges")
     judges.add_argument("--judge-model", action="append", help="a judge model; repeat for a pool")
-    judges.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="variable holding the judges' key")
-    judges.add_argument("--judges", type=int, default=7, help="judges per row (default 7)")
+    judges.add_argument("--judge-api-key-env", default=None,
+                        help="variable holding the judges' key (default: OPENAI_API_KEY; when given, it must be set)")
+    judges.add_argument("--judges", type=int, default=7, help="judges per row")
     judges.add_argument("--ranking-only", action="store_true", help="judges answer one RANKING line, no reasoning")
     group = parser.add_argument_group("evaluation")
     group.add_argument("--baseline", action="store_true", help="also judge a critique-and-revise baseline")
-    group.add_argument("--max-tokens", type=int, default=None, help="cap on the baseline's critique and revision")
+    group.add_argument("--max-tokens", type=int, default=None,
+                       help="cap on the baseline's critique and revision (default: the config's, 1024)")
     group.add_argument("--category-column", default="category", help="break results down by this column")
-    group.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    group.add_argument("--seed", type=int, default=None)
+    group.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    group.add_argument("--seed", type=int, default=None, help="seed of label orders and the bootstrap (default: "
+                                                              "the config's, 0)")
     group.add_argument("--no-cache", action="store_true", help="do not use the request cache")
-    group.add_argument("--push-to-hub", metavar="REPO", help="push judgements, summary and card to this dataset")
-    group.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
+    add_hub_arguments(parser, "REPO", "push judgements, summary and card to this dataset repo")
     parser.set_defaults(max_iterations=None, variant=None)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``hadron-hf eval``: judge, write the outputs, print the summary and optionally push."""
-    from hadron_hf.cli import config_from_args
-    from hadron_hf.views import load_refined
+    from hadron_hf.sources import check_output, load_refined
 
-    config = config_from_args(args)
-    if args.judge_base_url or args.judge_model:
-        pool = [ModelConfig(base_url=args.judge_base_url, model=name, api_key_env=args.judge_api_key_env)
-                for name in args.judge_model or ["default"]]
-        config = config.model_copy(update={"judge_models": pool})
-    elif config.judge_models is None:
-        print("note: no --judge-base-url/--judge-model or judge_models given; the generating model judges itself")
-    ds = load_refined(args.input, split=args.split)
-    if args.limit is not None:
-        ds = ds.select(range(min(args.limit, len(ds))))
+    check_output(args.output, args.overwrite)
+    ds = load_refined(args.input, split=args.split, limit=args.limit)
+    config, origin = _eval_config(args, ds)
+    if config.judge_models is None:
+        print(f"note: no --judge-base-url/--judge-model or judge_models given; the {origin} model judges itself")
     settings = EvalSettings(judges=args.judges, baseline=args.baseline, category_column=args.category_column,
                             bootstrap_samples=args.bootstrap, seed=config.seed if args.seed is None else args.seed,
                             reason_first=not args.ranking_only)
     names = ", ".join(dict.fromkeys(m.model for m in config.judge_pool_models()))
+    baseline = f" and a critique-and-revise baseline by the {origin} model ({_baseline_models(config)})"
     print(f"Judging {len(ds)} rows of {args.input} with {settings.judges} judges ({names})"
-          + (" and a critique-and-revise baseline." if settings.baseline else "."))
+          + (baseline if settings.baseline else "") + ".")
     result = evaluate(ds, config, settings)
     paths = result.write(args.output)
     print(result.summary.render_markdown())
     print("Wrote " + ", ".join(str(p) for p in paths))
     if args.push_to_hub:
-        print(f"Pushed to {result.push_to_hub(args.push_to_hub, private=not args.public)}")
+        print(f"Pushed to {result.push_to_hub(args.push_to_hub, private=args.private)}")
     return 0
+
+
+def _eval_config(args: argparse.Namespace, ds: Dataset) -> tuple[AutoReasonConfig, str]:
+    """The config of an evaluation and where its generation model comes from ("given" or "refinement's own").
+
+    Without --config/--base-url/--model-path, the baseline (and self-judging) use the refinement's own models,
+    read from the run.json of a refine/demo/build output folder; with neither, only external judges work.
+    """
+    from hadron_hf.cli import check_keys, config_from_args
+    from hadron_hf.sources import read_run_info
+
+    config = config_from_args(args)
+    origin = "given"
+    if not any(getattr(args, n, None) for n in ("config", "base_url", "model_path")):
+        info = read_run_info(args.input)
+        if info is not None and isinstance(info.get("config"), dict):
+            run = AutoReasonConfig.from_dict(info["config"], source=f"the config in {args.input}'s run.json")
+            # Only what differs from the defaults counts as set, so a default key variable may stay unset.
+            overrides = {k: getattr(config, k) for k in config.model_fields_set}
+            config = AutoReasonConfig.from_dict({**run.model_dump(exclude_defaults=True), **overrides},
+                                                source="configuration")
+            origin = "refinement's own"
+        elif args.baseline or not (args.judge_base_url or args.judge_model):
+            teachers = sorted({c["model"] for calls in ds[col.REASONING] if calls for c in calls
+                               if c["role"] == "teacher"}) if col.REASONING in ds.column_names else []
+            raise ConfigError(f"{args.input} has no run.json, so the refinement's own model "
+                              f"({', '.join(teachers) or 'unknown'}) is not known here; give its endpoint with "
+                              "--base-url and --model (or --config, or --model-path), or judges with "
+                              "--judge-base-url/--judge-model and no --baseline")
+    if args.judge_base_url or args.judge_model:
+        key = {"api_key_env": args.judge_api_key_env} if args.judge_api_key_env else {}
+        names = args.judge_model or ["default"]
+        pool = [ModelConfig(base_url=args.judge_base_url, model=name, **key) for name in names]
+        config = config.model_copy(update={"judge_models": pool})
+    check_keys(config)
+    return config, origin
+
+
+def _baseline_models(config: AutoReasonConfig) -> str:
+    from hadron_hf.cards import describe_model
+
+    roles = config.role_models()
+    critic, author = describe_model(roles["critic"]), describe_model(roles["author"])
+    return critic if critic == author else f"critic {critic}, author {author}"

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from hadron_hf import columns as col
-from hadron_hf.chat import Message
 from hadron_hf.config import AutoReasonConfig
 from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
+from hadron_hf.inputs import check_output_columns
+from hadron_hf.inputs import normalize_prompt as normalize_prompt  # re-exported for hadron_hf.map users
 from hadron_hf.progress import PriceTable, progress_for
 from hadron_hf.prompts import task_text
 from hadron_hf.runtime import Runtime, runtime_for
@@ -46,6 +47,7 @@ async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) 
             f"prompt column {config.prompt_column!r} is not in the dataset; its columns are "
             f"{sorted(batch)}. Set AutoReasonConfig(prompt_column=...)."
         )
+    check_output_columns(batch, config.overwrite_columns)
     runtime = runtime_for(config)
     prompts = batch[config.prompt_column]
     progress = progress_for(config, runtime)
@@ -73,38 +75,6 @@ async def refine_row(prompt: Any, config: AutoReasonConfig, runtime: Runtime) ->
         raise
     except (InputError, BackendError) as exc:
         return f"{type(exc).__name__}: {exc}"
-
-
-def normalize_prompt(prompt: Any, max_chars: int) -> list[Message]:
-    """Turn a prompt cell into chat messages ending with the user's last turn.
-
-    Raises:
-        InputError: missing, empty, wrongly typed or over-long prompt.
-    """
-    if prompt is None:
-        raise InputError("prompt is missing (None)")
-    if isinstance(prompt, str):
-        messages: list[Message] = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, Sequence) and all(_is_message(m) for m in prompt):
-        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
-        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-        if not users:
-            raise InputError("prompt conversation has no user message")
-        messages = messages[: users[-1] + 1]
-    else:
-        raise InputError(
-            f"prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
-        )
-    if not any(m["content"].strip() for m in messages if m["role"] == "user"):
-        raise InputError("prompt is empty")
-    size = sum(len(m["content"]) for m in messages)
-    if size > max_chars:
-        raise InputError(f"prompt is {size} characters, over max_prompt_chars={max_chars}")
-    return messages
-
-
-def _is_message(m: Any) -> bool:
-    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
 def rows_to_columns(results: Sequence[TournamentResult | str], capture_reasoning: bool = True,

@@ -160,27 +160,35 @@ class RunProgress:
         refresh_s: seconds between redraws.
     """
 
-    def __init__(self, runtime: Runtime, prices: PriceTable, show: bool, refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, runtime: Runtime, prices: PriceTable, show: bool, refresh_s: float = REFRESH_S,
+                 expected_rows: int | None = None) -> None:
         self.runtime = runtime
         self.prices = prices
         self.show = show
         self.refresh_s = refresh_s
-        self.rows_total = 0
+        self.expected_rows = expected_rows
+        self.rows_total = expected_rows or 0
+        self.rows_started = 0
         self.rows_done = 0
+        self.interrupted = False
         self.active_batches = 0
         self._bar: _Bar | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start_batch(self, rows: int) -> None:
-        """A batch of ``rows`` rows began (the row total grows as batches arrive)."""
+        """A batch of ``rows`` rows began (without ``expected_rows``, the row total grows as batches arrive)."""
         self.active_batches += 1
-        self.rows_total += rows
+        self.rows_started += rows
+        self.rows_total = max(self.expected_rows or 0, self.rows_started)
         if self.show and self._bar is None:
             self._open()
 
-    def row_done(self, _task: object = None) -> None:
-        """One row finished (usable as a task done-callback)."""
+    def row_done(self, task: object = None) -> None:
+        """One row finished (usable as a task done-callback); a cancelled row marks the job interrupted."""
+        if isinstance(task, asyncio.Future) and task.cancelled():
+            self.interrupted = True
+            return
         self.rows_done += 1
 
     def end_batch(self) -> None:
@@ -213,6 +221,8 @@ class RunProgress:
             self._thread.join()
             self._thread = None
         if self._bar is not None:
+            if self.interrupted:
+                self._bar.set_description_str("AutoReason (interrupted)", refresh=False)
             self._draw()
             self._bar.close()
             self._bar = None
@@ -254,7 +264,8 @@ def progress_for(config: AutoReasonConfig, runtime: Runtime) -> RunProgress:
     # runtime_for already gives one runtime per process, loop and config, and it lives as long as the loop.
     per_loop = _PROGRESS.setdefault(asyncio.get_running_loop(), {})
     if id(runtime) not in per_loop:
-        per_loop[id(runtime)] = RunProgress(runtime, PriceTable.from_config(config), should_show(config))
+        per_loop[id(runtime)] = RunProgress(runtime, PriceTable.from_config(config), should_show(config),
+                                            expected_rows=config.progress_total)
     return per_loop[id(runtime)]
 
 

@@ -19,7 +19,9 @@ from typing import Any
 from datasets import Dataset
 
 from hadron_hf.cards import Lineage, render_card
+from hadron_hf.cli_options import add_hub_arguments, add_output_arguments, add_refined_input_arguments, refined_input
 from hadron_hf.config import AutoReasonConfig
+from hadron_hf.sources import check_output
 from hadron_hf.views import (
     OPTION_TYPES,
     VIEW_NAMES,
@@ -28,7 +30,6 @@ from hadron_hf.views import (
     SftOptions,
     ViewOptions,
     ViewResult,
-    add_refined_input_arguments,
     build_view,
     load_refined,
 )
@@ -45,30 +46,27 @@ _HELP = {
 def add_recipe_arguments(parser: argparse.ArgumentParser, view: str) -> None:
     """Add the options of one recipe: input, output, Hub, card and the view's own options."""
     add_refined_input_arguments(parser)
-    parser.add_argument("--output", help=f"output folder (default: hadron-hf-output/{view})")
-    hub = parser.add_argument_group("Hub")
-    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="also push to this Hub dataset repo")
-    visibility = hub.add_mutually_exclusive_group()
-    visibility.add_argument("--private", dest="private", action="store_true", default=True,
-                            help="create the repo private (the default)")
-    visibility.add_argument("--public", dest="private", action="store_false", help="create the repo public")
-    hub.add_argument("--config-name", default="default", help="dataset config name (default: default)")
+    add_output_arguments(parser, f"hadron-hf-output/{view}")
+    add_hub_arguments(parser, "REPO_ID", "also push to this Hub dataset repo")
+    parser.add_argument("--config-name", default="default", help="dataset config name on the Hub")
     card = parser.add_argument_group("dataset card")
-    card.add_argument("--license", default="other", help="license metadata (default: other)")
+    card.add_argument("--license", default="other", help="license metadata")
     card.add_argument("--pretty-name", help="the card's title")
     card.add_argument("--source-dataset", help="the prompt dataset the refined data came from, for the lineage")
     card.add_argument("--generation-config", metavar="FILE",
                       help="the AutoReasonConfig YAML/JSON used to refine (settings go on the card, never keys)")
     opts = parser.add_argument_group(f"{view} view")
-    opts.add_argument("--prompt-column", default="prompt", help="column holding the prompt (default: prompt)")
+    opts.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
     if view != "critic":
         opts.add_argument("--system-prompt", help="a system message to put first when the prompt has none")
     if view == "sft":
-        opts.add_argument("--form", choices=["messages", "prompt-completion"], default="messages")
+        opts.add_argument("--form", choices=["messages", "prompt-completion"], default="messages",
+                          help="one conversation, or separate prompt and completion columns")
         opts.add_argument("--cot", choices=["none", "think", "field"], default="none",
                           help="add the answer's reasoning in <think> tags or as a separate field")
     elif view == "critic":
-        opts.add_argument("--form", choices=["triple", "messages"], default="triple")
+        opts.add_argument("--form", choices=["triple", "messages"], default="triple",
+                          help="prompt/draft/critique/revision columns, or conversations that train a critic")
     else:
         opts.add_argument("--rejected", choices=["lowest", "draft"], default="lowest",
                           help="reject the lowest-ranked answer of the final round, or the draft")
@@ -96,14 +94,16 @@ def run_recipe(args: argparse.Namespace) -> int:
         HadronError: unreadable input, a dataset that is not refined, a bad config file, a refused push.
     """
     view: str = args.view
-    print(f"Loading {args.input} (split {args.split})")
-    refined = load_refined(args.input, args.split)
+    source = refined_input(args)
+    check_output(args.output, args.overwrite)
+    print(f"Loading {source} (split {args.split})")
+    refined = load_refined(source, args.split, args.limit)
     config = AutoReasonConfig.from_file(args.generation_config) if args.generation_config else None
     result = build_view(refined, view, options_from_args(args))
-    lineage = Lineage(args.input, args.split, args.source_dataset)
+    lineage = Lineage(source, args.split, args.source_dataset)
     card_args: dict[str, Any] = {"config": config, "license": args.license, "pretty_name": args.pretty_name}
-    output = write_view(result, refined, Path(args.output or f"hadron-hf-output/{view}"), lineage, **card_args)
-    print(f"{view} view of {args.input}:\n{result.render()}")
+    output = write_view(result, refined, Path(args.output), lineage, **card_args)
+    print(f"{view} view of {source}:\n{result.render()}")
     print(f"Wrote {output} (parquet and README.md)")
     if args.push_to_hub:
         url = publish_view(result, refined, args.push_to_hub, lineage, private=args.private,
@@ -169,8 +169,9 @@ def write_views(refined: Dataset, output_dir: str | Path, *, config: AutoReasonC
 
 
 def add_subcommand(subparsers: Any) -> None:
-    """Add ``hadron-hf recipe {sft,dpo,critic,reward,kto}`` to the command line."""
-    recipe = subparsers.add_parser("recipe", help="build a TRL training view of a refined dataset (and push it)")
+    """Add ``hadron-hf recipe {sft,dpo,critic,reward,kto,mlx-lora,hadron}`` to the command line."""
+    text = "build a TRL training view of a refined dataset (and push it)"
+    recipe = subparsers.add_parser("recipe", help=text, description=text[0].upper() + text[1:] + ".")
     views = recipe.add_subparsers(title="views", metavar="VIEW", required=True)
     for view in VIEW_NAMES:
         add_recipe_arguments(views.add_parser(view, help=_HELP[view], description=_HELP[view]), view)

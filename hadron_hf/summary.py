@@ -7,6 +7,9 @@ from typing import Any
 
 from hadron_hf import columns as col
 
+FAILURES_SHOWN = 5
+"""How many failed rows a summary lists with their reasons."""
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -26,6 +29,8 @@ class RunSummary:
     mean_margin: float | None
     cost_usd: float | None
     elapsed_s: float | None = None
+    failures: tuple[tuple[int, str], ...] = ()
+    """The first failed rows (up to ``FAILURES_SHOWN``): row index and the reason in ``autoreason_error``."""
 
     @property
     def parse_rate(self) -> float:
@@ -58,14 +63,19 @@ class RunSummary:
         if self.elapsed_s is not None:
             lines.append(("wall time", f"{self.elapsed_s:.1f} s"))
             lines.append(("tokens/s", f"{self.tokens_per_s:.1f}"))
+        for i, (row, reason) in enumerate(self.failures):
+            lines.append(("failed rows" if i == 0 else "", f"row {row}: {reason}"))
+        if self.errors > len(self.failures):
+            lines.append(("", f"... and {self.errors - len(self.failures)} more"))
         width = max(len(k) for k, _ in lines)
         return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in lines)
 
 
 def summarize(ds: Any, elapsed_s: float | None = None) -> RunSummary:
     """Summarize a dataset produced by ``autoreason_map`` (a ``Dataset`` or a list of row dicts)."""
-    rows = list(ds.select_columns([col.TRACE, col.PREFERENCE, col.USAGE, col.STATUS])) if hasattr(
-        ds, "select_columns") else list(ds)
+    names = [col.TRACE, col.PREFERENCE, col.USAGE, col.STATUS]
+    names += [col.ERROR] if col.ERROR in getattr(ds, "column_names", ()) else []
+    rows = list(ds.select_columns(names)) if hasattr(ds, "select_columns") else list(ds)
     ok = [r for r in rows if r[col.STATUS] == col.STATUS_OK]
     traces = [r[col.TRACE] for r in ok]
     usages = [r[col.USAGE] for r in rows if r[col.USAGE]]
@@ -87,4 +97,7 @@ def summarize(ds: Any, elapsed_s: float | None = None) -> RunSummary:
         mean_margin=sum(margins) / len(margins) if margins else None,
         cost_usd=sum(costs) if costs else None,
         elapsed_s=elapsed_s,
+        failures=tuple((i, " ".join(str(r.get(col.ERROR) or "no reason recorded").split())[:300])
+                       for i, r in enumerate(rows)
+                       if r[col.STATUS] != col.STATUS_OK)[:FAILURES_SHOWN],
     )

@@ -19,11 +19,9 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from datasets import Dataset, Features, List, Value
@@ -32,8 +30,9 @@ from hadron_hf import columns as col
 from hadron_hf import prompts
 from hadron_hf.chat import Message
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.map import normalize_prompt
+from hadron_hf.inputs import normalize_prompt
 from hadron_hf.pairs import EMPTY_ANSWER, Pair, filter_pairs, row_pairs
+from hadron_hf.sources import load_refined as load_refined  # re-exported: the loader lives in sources
 
 VIEW_NAMES: tuple[str, ...] = ("sft", "dpo", "critic", "reward", "kto")
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
@@ -291,35 +290,6 @@ def build_view(refined: Dataset, view: str, options: ViewOptions | None = None,
     kept = marked.filter(_is_kept, input_columns=_DROPPED, keep_in_memory=True, num_proc=num_proc,
                          desc="Dropping rows")
     return ViewResult(view, kept.remove_columns(_DROPPED), options, len(refined), dict(reasons))
-
-
-def add_refined_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--input`` and ``--split``: where a recipe reads its refined dataset (see ``load_refined``)."""
-    parser.add_argument("--input", required=True,
-                        help="refined dataset: save_to_disk folder, .parquet/.jsonl file, or Hub repo")
-    parser.add_argument("--split", default="train", help="split of the input (default: train)")
-
-
-def load_refined(source: str, split: str = "train") -> Dataset:
-    """Load a refined dataset from a ``save_to_disk`` folder, a parquet/jsonl file or a Hub repo.
-
-    The output folder of ``hadron-hf refine`` / ``demo`` works too (its ``refined/`` folder is used).
-
-    Raises:
-        InputError: the source cannot be read, or it is not the output of ``autoreason_map``.
-    """
-    from hadron_hf.sources import load_prompts
-
-    path = Path(source)
-    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-    if path.is_dir() and not any((path / m).exists() for m in markers) and (path / "refined").is_dir():
-        path = path / "refined"
-    ds = load_prompts(str(path) if path.exists() else source, split=split)
-    needed = (col.DRAFT, col.REFINED, col.TRACE, col.PREFERENCE, col.STATUS)
-    if missing := [c for c in needed if c not in ds.column_names]:
-        raise InputError(f"{source} is not a refined dataset: it lacks {missing} (its columns are "
-                         f"{ds.column_names}). Make one with autoreason_map or `hadron-hf refine`.")
-    return ds
 
 
 def answer_reasoning(row: Row) -> str | None:

@@ -106,7 +106,7 @@ def test_duplicate_prompts_are_dropped_and_counted(tmp_path: Path) -> None:
     src = str(write_jsonl(tmp_path / "in.jsonl", rows))
     sample = sample_prompts(src, SampleSpec(method="first"))
     assert sample.dataset["text"] == ["a", "b", "c", "d"] and (sample.scanned, sample.duplicates) == (7, 3)
-    first_three = sample_prompts(src, SampleSpec(limit=3, method="first"))
+    first_three = sample_prompts(src, SampleSpec(size=3, method="first"))
     assert first_three.dataset["text"] == ["a", "b", "c"] and first_three.duplicates == 1
     assert len(sample_prompts(src, SampleSpec(method="first", dedup=False)).dataset) == 7
 
@@ -114,23 +114,23 @@ def test_duplicate_prompts_are_dropped_and_counted(tmp_path: Path) -> None:
 def test_stratified_sample_gives_each_category_its_share() -> None:
     shares = Counter(bundled_prompts()["category"])
     assert shares == {"explain": 8, "code": 7, "math": 7, "advice": 5, "creative": 5}
-    sample = sample_prompts("bundled", SampleSpec(limit=16, method="stratified", seed=3))
+    sample = sample_prompts("bundled", SampleSpec(size=16, method="stratified", seed=3))
     # 16 of 32: half of each, the four half-rows left over going to the largest remainders (ties by name)
     assert Counter(sample.dataset["category"]) == {"explain": 4, "code": 4, "math": 3, "advice": 3, "creative": 2}
-    again = sample_prompts("bundled", SampleSpec(limit=16, method="stratified", seed=3))
+    again = sample_prompts("bundled", SampleSpec(size=16, method="stratified", seed=3))
     assert again.dataset.to_list() == sample.dataset.to_list()
-    other = sample_prompts("bundled", SampleSpec(limit=16, method="stratified", seed=4))
+    other = sample_prompts("bundled", SampleSpec(size=16, method="stratified", seed=4))
     assert other.dataset["prompt"] != sample.dataset["prompt"]
     rows = [{"c": "x"}] * 9 + [{"c": "y"}]
     assert Counter(r["c"] for r in stratify(rows, "c", 5, seed=0)) == {"x": 5}  # 4.5 vs 0.5: x has the larger rest
     with pytest.raises(InputError, match="no column 'topic' to stratify by"):
-        sample_prompts("bundled", SampleSpec(limit=4, method="stratified", stratify_column="topic"))
+        sample_prompts("bundled", SampleSpec(size=4, method="stratified", stratify_column="topic"))
 
 
 def test_random_samples_depend_on_the_seed_only(tmp_path: Path) -> None:
-    one = sample_prompts("bundled", SampleSpec(limit=5, seed=1)).dataset["prompt"]
-    assert one == sample_prompts("bundled", SampleSpec(limit=5, seed=1)).dataset["prompt"]
-    assert one != sample_prompts("bundled", SampleSpec(limit=5, seed=2)).dataset["prompt"]
+    one = sample_prompts("bundled", SampleSpec(size=5, seed=1)).dataset["prompt"]
+    assert one == sample_prompts("bundled", SampleSpec(size=5, seed=1)).dataset["prompt"]
+    assert one != sample_prompts("bundled", SampleSpec(size=5, seed=2)).dataset["prompt"]
     assert one != bundled_prompts(5)["prompt"]
 
 
@@ -140,7 +140,7 @@ def test_build_over_bundled_prompts_writes_every_output_with_its_card(
     rows = [bundled[0], bundled[0], bundled[1], bundled[1], *bundled[2:]]  # two duplicates among the first rows
     src = write_jsonl(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out"
-    assert cli.main(["build", str(src), "--limit", "10", "--sample", "first", "--base-url", server.url, *TOURNAMENT,
+    assert cli.main(["build", str(src), "--sample-size", "10", "--sample", "first", "--base-url", server.url, *TOURNAMENT,
                      "--output", str(out), "--license", "cc-by-4.0"]) == 0
     printed = squash(capsys.readouterr().out)
 
@@ -159,11 +159,14 @@ def test_build_over_bundled_prompts_writes_every_output_with_its_card(
     assert f"refined 10 rows {out / 'refined'} card {out / 'refined' / 'README.md'}" in printed
     for view in ("sft", "dpo", "critic"):
         expected = build_view(refined, view).dataset.to_list()
-        assert expected and load_dataset(str(out / view), split="train").to_list() == expected
-        meta = card_header((out / view / "README.md").read_text())
+        assert expected and load_dataset(str(out / "views" / view), split="train").to_list() == expected
+        meta = card_header((out / "views" / view / "README.md").read_text())
         assert {"hadron_hf", "autoreason"} <= set(meta["tags"]) and meta["license"] == "cc-by-4.0"
-        assert f"{view} {len(expected)} rows {out / view} card {out / view / 'README.md'}" in printed
-    assert not (out / "reward").exists()
+        folder = out / "views" / view
+        assert f"{view} {len(expected)} rows {folder} card {folder / 'README.md'}" in printed
+    assert not (out / "views" / "reward").exists()
+    info = json.loads((out / "run.json").read_text())
+    assert info["input"] == str(src) and info["rows"] == 10 and info["summary"]["calls"] == calls
 
 
 def test_a_streamed_hub_source_is_built_and_pushed_to_four_repos(
@@ -171,7 +174,7 @@ def test_a_streamed_hub_source_is_built_and_pushed_to_four_repos(
     texts = [f"Explain idea number {i} to a student." for i in range(40)]
     Dataset.from_dict({"text": texts, "n": list(range(40))}).push_to_hub("fake-user/big-prompts", private=True)
     out = tmp_path / "out"
-    assert cli.main(["build", "fake-user/big-prompts", "--limit", "5", "--seed", "7", "--base-url", server.url,
+    assert cli.main(["build", "fake-user/big-prompts", "--sample-size", "5", "--seed", "7", "--base-url", server.url,
                      *TOURNAMENT, "--output", str(out), "--push-to-hub", "fake-user/distill"]) == 0
     printed = squash(capsys.readouterr().out)
     assert "source fake-user/big-prompts (train, streamed)" in printed
@@ -183,7 +186,7 @@ def test_a_streamed_hub_source_is_built_and_pushed_to_four_repos(
         state = fake_hub.repos[repo]
         assert state["private"] is True and state["type"] == "dataset"
         pushed = load_dataset(repo, split="train")
-        local = refined if name == "refined" else load_dataset(str(out / name), split="train")
+        local = refined if name == "refined" else load_dataset(str(out / "views" / name), split="train")
         assert len(pushed) > 0 and pushed.to_list() == local.to_list()
         readme = state["files"]["README.md"].decode()
         meta = card_header(readme)

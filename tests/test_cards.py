@@ -133,7 +133,8 @@ def test_card_yaml_passes_the_hubs_validation(refined: Dataset, fake_hub: FakeHu
 
 
 def test_templates_exist_for_every_view() -> None:
-    assert {p.name for p in CARD_DIR.glob("*.md.j2")} == {"base.md.j2", *(f"{v}.md.j2" for v in VIEW_NAMES)}
+    expected = {"base.md.j2", "refined.md.j2", *(f"{v}.md.j2" for v in VIEW_NAMES)}
+    assert {p.name for p in CARD_DIR.glob("*.md.j2")} == expected
 
 
 @pytest.mark.parametrize("rows,category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (250_000, "100K<n<1M"),

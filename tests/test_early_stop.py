@@ -16,7 +16,7 @@ from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.borda import CANDIDATES, RULES, borda_scores, borda_winner
 from hadron_hf.chat import Completion, Message, SamplingParams
 from hadron_hf.errors import ServerError
-from hadron_hf.testing import FakeOpenAIServer, role_of
+from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
 from hadron_hf.tournament import RoleModels, Round, TournamentSettings, run_tournament
 
 TASK: list[Message] = [{"role": "user", "content": "Explain TCP slow start."}]
@@ -27,15 +27,11 @@ Seat = tuple[str, ...] | None | str  # a ranking of candidates (best first), Non
 RANKINGS = list(itertools.permutations(CANDIDATES))
 
 
-@dataclass
-class Writer:
+def writer() -> ScriptedChatModel:
     """Teacher, critic, author and synthesizer with fixed texts (the critic never says NO FLAWS)."""
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        await asyncio.sleep(0)
-        text = {"teacher": _TEXTS["A"], "critic": "1. \"vague\" wording.", "author_b": _TEXTS["B"],
-                "synthesizer": _TEXTS["AB"]}[role_of(list(messages))]
-        return Completion(text, None, 1, 1, "writer")
+    texts = {"teacher": _TEXTS["A"], "critic": "1. \"vague\" wording.", "author_b": _TEXTS["B"],
+             "synthesizer": _TEXTS["AB"]}
+    return ScriptedChatModel(default=lambda messages, params: texts[role_of(messages)], model="writer")
 
 
 @dataclass
@@ -63,8 +59,8 @@ class RecordedPanel:
 async def replay(panel: Sequence[Seat], variant: str, early: bool, seed: int) -> tuple[Round, RecordedPanel]:
     """Play one round where judge seat ``j`` answers ``panel[j]``."""
     judges = RecordedPanel(panel)
-    writer = Writer()
-    models = RoleModels(writer, writer, writer, writer, (judges,))
+    write = writer()
+    models = RoleModels(write, write, write, write, (judges,))
     settings = TournamentSettings(variant=variant, judges=len(panel), max_iterations=1,  # type: ignore[arg-type]
                                   early_stop_judging=early)
     result = await run_tournament(TASK, models, settings, random.Random(seed))

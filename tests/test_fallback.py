@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Sequence
 
 import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.backends.openai import OpenAIChatModel
-from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.chat import Message, SamplingParams
 from hadron_hf.errors import AuthenticationError, EndpointDownError, RateLimitError
 from hadron_hf.fallback import FallbackChatModel
 from hadron_hf.resilience import Limits, ResilientChatModel
-from hadron_hf.testing import FakeOpenAIServer, Faults
+from hadron_hf.testing import FakeOpenAIServer, Faults, ScriptedChatModel
 
 PROMPTS = [f"Explain topic {i} in one line." for i in range(6)]
 HELLO: list[Message] = [{"role": "user", "content": "hello"}]
@@ -106,43 +105,24 @@ async def _come_back(port: int, primary: ResilientChatModel, backup: ResilientCh
     assert chain.answered() == {"primary-m": 2, "backup-m": 2}
 
 
-class Failing:
-    """A model that raises the given error on every call, counting them."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-        self.calls = 0
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        self.calls += 1
-        raise self.error
-
-
-class Answering:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        return Completion("ok", model=self.name)
-
-
 async def test_only_one_call_probes_and_configuration_errors_pass_through() -> None:
     clock = Clock()
-    limited = Failing(RateLimitError("429"))
-    chain = FallbackChatModel([limited, Answering("b")], ["a", "b"], cool_off=10, clock=clock)
-    assert (await chain.chat(HELLO, SamplingParams())).model == "b" and limited.calls == 1
+    limited = ScriptedChatModel(default=RateLimitError("429"))
+    chain = FallbackChatModel([limited, ScriptedChatModel(default="ok", model="b")], ["a", "b"], cool_off=10,
+                              clock=clock)
+    assert (await chain.chat(HELLO, SamplingParams())).model == "b" and len(limited.calls) == 1
     clock.now = 11.0
-    assert (await chain.chat(HELLO, SamplingParams())).model == "b" and limited.calls == 2  # probed, still 429
-    assert (await chain.chat(HELLO, SamplingParams())).model == "b" and limited.calls == 2  # cooling off again
+    assert (await chain.chat(HELLO, SamplingParams())).model == "b" and len(limited.calls) == 2  # probed, still 429
+    assert (await chain.chat(HELLO, SamplingParams())).model == "b" and len(limited.calls) == 2  # cooling off again
     # a wrong key would fail on any model the same way: the job stops instead of hiding it
-    bad_key = Failing(AuthenticationError("401"))
-    backup = Failing(RateLimitError("429"))
+    bad_key = ScriptedChatModel(default=AuthenticationError("401"))
+    backup = ScriptedChatModel(default=RateLimitError("429"))
     with pytest.raises(AuthenticationError):
         await FallbackChatModel([bad_key, backup], ["a", "b"], clock=clock).chat(HELLO, SamplingParams())
-    assert backup.calls == 0
+    assert backup.calls == []
     # every model gives up: the last error fails the call (the row), not the job
     with pytest.raises(RateLimitError):
-        await FallbackChatModel([Failing(EndpointDownError("down")), backup], ["a", "b"],
+        await FallbackChatModel([ScriptedChatModel(default=EndpointDownError("down")), backup], ["a", "b"],
                                 clock=clock).chat(HELLO, SamplingParams())
 
 

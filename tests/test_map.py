@@ -147,3 +147,17 @@ def test_output_features_merge_input() -> None:
     ds = Dataset.from_dict({"prompt": ["a"], "n": [1]})
     feats = output_features(ds.features)
     assert list(feats)[:2] == ["prompt", "n"] and "refined" in feats
+
+
+@pytest.mark.parametrize("column", ["draft", "refined", "preference", "reasoning_traces", "autoreason_status"])
+def test_an_input_column_that_an_output_would_overwrite_is_an_error(column: str, server: FakeOpenAIServer,
+                                                                     cache_dir: str) -> None:
+    ds = Dataset.from_dict({"prompt": ["Why?"], column: ["kept"]})
+    cfg = AutoReasonConfig(model=ModelConfig(base_url=server.url, model="m"), judges=2, max_iterations=1,
+                           cache_dir=cache_dir, progress=False)
+    with pytest.raises(ConfigError, match=rf"\['{column}'\].*overwrite_columns=True"):
+        ds.map(autoreason_map, batched=True, fn_kwargs={"config": cfg})
+    assert server.log.requests == 0
+    out = ds.map(autoreason_map, batched=True,
+                 fn_kwargs={"config": cfg.model_copy(update={"overwrite_columns": True})})
+    assert out[0]["autoreason_status"] == "ok"

@@ -116,7 +116,7 @@ def test_recipe_writes_the_originals_jsonl(server: FakeOpenAIServer, cache_dir: 
     refined = refine(server, cache_dir, "hadron")
     refined.save_to_disk(str(tmp_path / "refined"))
     out = tmp_path / "old" / "hadron.jsonl"
-    assert cli.main(["recipe", "hadron", "--input", str(tmp_path / "refined"), "--output", str(out)]) == 0
+    assert cli.main(["recipe", "hadron", str(tmp_path / "refined"), "--output", str(out)]) == 0
     assert f"{len(PROMPTS)} rows in, {len(PROMPTS) - 1} rows out (1 failed rows left out)" in capsys.readouterr().out
     lines: list[dict[str, Any]] = [json.loads(line) for line in out.read_text().splitlines()]
     expected = to_hadron_rows(refined).to_list()
@@ -131,7 +131,7 @@ def test_recipe_writes_the_originals_jsonl(server: FakeOpenAIServer, cache_dir: 
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     parquet = tmp_path / "old.parquet"
-    assert module.main(["--input", str(tmp_path / "refined"), "--output", str(parquet)]) == 0
+    assert module.main([str(tmp_path / "refined"), "--output", str(parquet)]) == 0
     assert Dataset.from_parquet(str(parquet)).to_list() == expected
 
 

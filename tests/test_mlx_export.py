@@ -122,7 +122,7 @@ def test_mlx_lm_loads_and_tokenizes_the_folder(refined: Dataset, tmp_path: Path)
     raw.train_from_iterator(["Explain topic briefly.", "user assistant answer"], trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", chat_template=TEMPLATE)
     folder = tmp_path / "mlx"
-    assert cli.main(["recipe", "mlx-lora", "--input", _saved(refined, tmp_path), "--output", str(folder)]) == 0
+    assert cli.main(["recipe", "mlx-lora", _saved(refined, tmp_path), "--output", str(folder)]) == 0
     args = SimpleNamespace(data=str(folder), train=True, test=True, hf_dataset=False, mask_prompt=True)
     train, valid, test = load_dataset(args, tokenizer)
     assert [len(train), len(valid), len(test)] == [18, 2, 2]
@@ -140,12 +140,12 @@ def test_recipe_script_prints_the_split(refined: Dataset, tmp_path: Path, capsys
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     saved = _saved(refined, tmp_path)
-    assert module.main(["--input", saved, "--output", str(tmp_path / "a"), "--ratios", "0.5,0.25,0.25"]) == 0
+    assert module.main([saved, "--output", str(tmp_path / "a"), "--ratios", "0.5,0.25,0.25"]) == 0
     out = capsys.readouterr().out
     assert "train         12 rows      10 prompts" in out and "valid          5 rows       5 prompts" in out
     assert "1  error row" in out and "mlx_lm.lora --model MODEL --train --data" in out
     with pytest.raises(SystemExit):
-        module.main(["--input", saved, "--ratios", "0.5,0.5"])
+        module.main([saved, "--ratios", "0.5,0.5"])
     assert "expected three shares" in capsys.readouterr().err
 
 

@@ -118,3 +118,25 @@ def test_progress_shows_on_a_terminal_by_default(monkeypatch: pytest.MonkeyPatch
             assert not should_show(AutoReasonConfig(progress=False))
     finally:
         os.close(master)
+
+
+async def test_the_total_is_known_from_the_start_and_cancelled_rows_mark_an_interruption(
+        server: FakeOpenAIServer, cache_dir: str) -> None:
+    cfg = make_config(server.url, cache_dir).model_copy(update={"progress_total": 40})
+    progress = progress_for(cfg, runtime_for(cfg))
+    assert progress.snapshot().rows_total == 40  # before any batch arrived
+    progress.start_batch(8)
+    assert progress.snapshot().rows_total == 40
+
+    async def row() -> None:
+        await asyncio.sleep(3600)
+
+    done, cancelled = asyncio.ensure_future(asyncio.sleep(0)), asyncio.ensure_future(row())
+    await done
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    progress.row_done(done)
+    progress.row_done(cancelled)
+    assert progress.snapshot().rows_done == 1 and progress.interrupted
+    progress.end_batch()

@@ -79,7 +79,7 @@ def assert_no_secret(blobs: dict[str, bytes]) -> None:
 def test_script_writes_the_view_and_its_card(demo_dir: Path, tmp_path: Path, view: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / view
-    assert script(view)(["--input", str(demo_dir), "--output", str(out)]) == 0
+    assert script(view)([str(demo_dir), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     expected = build_view(load_refined(str(demo_dir)), view)
     assert f"rows in   {len(PROMPTS)}" in printed and f"rows out  {expected.rows_out}" in printed
@@ -92,9 +92,11 @@ def test_script_writes_the_view_and_its_card(demo_dir: Path, tmp_path: Path, vie
 
 def test_rewriting_an_output_folder_reloads_the_new_rows(demo_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "dpo"
-    assert script("dpo")(["--input", str(demo_dir), "--output", str(out)]) == 0
+    assert script("dpo")([str(demo_dir), "--output", str(out)]) == 0
     one = load_dataset(str(out), split="train").to_list()
-    assert script("dpo")(["--input", str(demo_dir), "--output", str(out), "--pairs", "all"]) == 0
+    assert script("dpo")([str(demo_dir), "--output", str(out), "--pairs", "all"]) == 2  # refused: not empty
+    assert load_dataset(str(out), split="train").to_list() == one
+    assert script("dpo")([str(demo_dir), "--output", str(out), "--pairs", "all", "--overwrite"]) == 0
     every = load_dataset(str(out), split="train").to_list()
     assert len(every) > len(one)
     assert every == build_view(load_refined(str(demo_dir)), "dpo", PairOptions(pairs="all")).dataset.to_list()
@@ -105,7 +107,7 @@ def test_push_each_view_and_load_it_back_from_the_hub(demo_dir: Path, tmp_path: 
                                                        monkeypatch: pytest.MonkeyPatch, view: str) -> None:
     monkeypatch.setenv("HADRON_RECIPES_KEY", KEY)  # the key is in the environment while the card is made
     repo = f"fake-user/autoreason-{view}"
-    args = ["--input", str(demo_dir / "refined"), "--output", str(tmp_path / view), "--push-to-hub", repo,
+    args = [str(demo_dir / "refined"), "--output", str(tmp_path / view), "--push-to-hub", repo,
             "--generation-config", str(demo_dir.parent / "refine.yaml"), "--source-dataset", "fake-user/prompts",
             "--license", "cc-by-4.0"]
     assert script(view)(args) == 0
@@ -127,9 +129,9 @@ def test_push_each_view_and_load_it_back_from_the_hub(demo_dir: Path, tmp_path: 
 def test_cli_recipe_pushes_two_configs_to_one_public_repo(demo_dir: Path, tmp_path: Path, fake_hub: FakeHub) -> None:
     repo = "fake-user/autoreason-mixed"
     jsonl = str(demo_dir / "refined.jsonl")
-    assert cli.main(["recipe", "dpo", "--input", jsonl, "--output", str(tmp_path / "dpo"), "--push-to-hub", repo,
+    assert cli.main(["recipe", "dpo", jsonl, "--output", str(tmp_path / "dpo"), "--push-to-hub", repo,
                      "--public", "--config-name", "dpo", "--pairs", "all", "--min-margin", "1", "--drop-ties"]) == 0
-    assert cli.main(["recipe", "sft", "--input", jsonl, "--output", str(tmp_path / "sft"), "--push-to-hub", repo,
+    assert cli.main(["recipe", "sft", jsonl, "--output", str(tmp_path / "sft"), "--push-to-hub", repo,
                      "--public", "--config-name", "sft", "--cot", "think"]) == 0
 
     assert fake_hub.repos[repo]["private"] is False
@@ -149,7 +151,7 @@ def test_recipe_script_runs_as_a_program_on_a_hub_input(demo_dir: Path, tmp_path
          "--pairs", "all"], cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "TQDM_DISABLE": "1"},
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr  # --input: the recipes' old spelling of the positional input
     assert "kto view of fake-user/refined-input" in done.stdout and f"2  {ERROR_ROW}" in done.stdout
     labels = load_dataset(str(out), split="train")["label"]
     assert True in labels and False in labels
@@ -170,10 +172,10 @@ def test_write_views_writes_every_view_with_its_card(demo_dir: Path, tmp_path: P
 def test_errors_end_in_one_line(demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plain = tmp_path / "plain.jsonl"
     plain.write_text('{"prompt": "hi"}\n')
-    assert script("dpo")(["--input", str(plain), "--output", str(tmp_path / "x")]) == 2
+    assert script("dpo")([str(plain), "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "not a refined dataset" in err and "Traceback" not in err
-    assert cli.main(["recipe", "sft", "--input", str(demo_dir), "--prompt-column", "question"]) == 2
+    assert cli.main(["recipe", "sft", str(demo_dir), "--prompt-column", "question"]) == 2
     assert "no prompt column 'question'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["recipe"])
