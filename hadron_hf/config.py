@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from hadron_hf.errors import ConfigError
 from hadron_hf.tournament import TournamentSettings
 
-Backend = Literal["openai", "llama_cpp", "mlx"]
+Backend = Literal["openai", "llama_cpp", "mlx", "openai_sdk"]
 
 
 class ModelConfig(BaseModel):
