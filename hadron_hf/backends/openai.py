@@ -120,7 +120,9 @@ class OpenAIChatModel:
         return self._session
 
     def _describe(self, exc: BaseException) -> str:
-        return redact(type(exc).__name__ + (f": {exc}" if str(exc) else ""), self._secret)
+        # A refused connection says so through the OS error it wraps, not aiohttp's wrapper name.
+        cause = getattr(exc, "os_error", None) or exc
+        return redact(type(cause).__name__ + (f": {cause}" if str(cause) else ""), self._secret)
 
     async def aclose(self) -> None:
         """Close the session and its connections (call it in the loop that made the calls)."""
