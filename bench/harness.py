@@ -31,6 +31,7 @@ ServerMode = Literal["process", "thread"]
 _REPLAY_KEYS = ("model", "messages", "temperature", "max_tokens", "seed")
 _FILLER = ("the answer covers each step in order, names its assumptions, checks the edge cases, "
            "and gives a short worked example before the summary.").split()
+_FILLER_TEXT = " ".join(random.Random(0).choices(_FILLER, k=4000))
 TOPICS = ("TCP slow start", "a haiku about rust", "binary search", "the CAP theorem", "photosynthesis",
           "Bayes' rule", "a limerick about queues", "garbage collection", "the Fourier transform", "DNS")
 
@@ -100,14 +101,13 @@ def padded_reply(role: str, messages: list[dict[str, str]], body: dict[str, Any]
     """
     if role in ("judge", "critic") or chars <= 0:
         return None
-    rng = random.Random(f"{body.get('seed')}|{len(messages[-1]['content'])}")
-    words = [role, "answer:"]
-    size = sum(len(w) + 1 for w in words)
-    while size < chars:
-        word = rng.choice(_FILLER)
-        words.append(word)
-        size += len(word) + 1
-    return " ".join(words)
+    # A slice of a fixed filler text, at an offset derived from the request: a few microseconds, since
+    # the server shares this machine's CPUs with the client being measured.
+    span = max(1, len(_FILLER_TEXT) - chars - 16)
+    start = (int(body.get("seed") or 0) * 7919 + len(messages[-1]["content"]) * 104729) % span
+    start = _FILLER_TEXT.find(" ", start) + 1
+    end = _FILLER_TEXT.rfind(" ", start, start + chars)
+    return f"{role} answer: {_FILLER_TEXT[start:end]}"
 
 
 def _make_server(latency: float, completion_chars: int) -> FakeOpenAIServer:

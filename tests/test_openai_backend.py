@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from hadron_hf.backends._http import endpoint_label, error_detail, exhausted_limit, parse_duration
+from hadron_hf.backends._http import endpoint_label, error_detail, exhausted_limit, parse_duration, status_error
 from hadron_hf.backends.openai import OpenAIChatModel, redact, retry_after_seconds
 from hadron_hf.backends.openai_sdk import OpenAISDKChatModel
 from hadron_hf.chat import SamplingParams, split_reasoning
@@ -14,8 +14,10 @@ from hadron_hf.errors import (
     CallTimeoutError,
     ConfigError,
     ConnectError,
+    FatalBackendError,
     ModelNotFoundError,
     RateLimitError,
+    RetryableError,
     RequestRejectedError,
     ServerError,
 )
@@ -264,3 +266,21 @@ def test_redact_removes_keys() -> None:
 )
 def test_split_reasoning(content: str, answer: str, reasoning: str | None) -> None:
     assert split_reasoning(content) == (answer, reasoning)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, RequestRejectedError), (401, AuthenticationError), (403, AuthenticationError), (404, ModelNotFoundError),
+     (408, ServerError), (409, ServerError), (413, RequestRejectedError), (422, RequestRejectedError),
+     (429, RateLimitError), (500, ServerError), (502, ServerError), (503, ServerError)],
+    ids=lambda v: str(v) if isinstance(v, int) else v.__name__,
+)
+def test_status_codes_map_into_the_error_tree(status: int, error: type[Exception]) -> None:
+    found = status_error(status, b'{"error": "said the server, key sk-live-abcdef123456"}', {"Retry-After": "3"},
+                         "model 'm' at http://h/v1", "sk-live-abcdef123456")
+    assert type(found) is error
+    assert str(found).startswith(f"model 'm' at http://h/v1: ") and f"({status}): said the server" in str(found)
+    assert "abcdef123456" not in str(found)
+    if isinstance(found, RetryableError):
+        assert found.retry_after == 3.0
+    assert isinstance(found, (RetryableError, FatalBackendError, RequestRejectedError))

@@ -100,7 +100,7 @@ class OpenAIChatModel:
         if self._loop is not asyncio.get_running_loop():
             raise RuntimeError(f"{self!r} was opened in another event loop: build one per event loop")
         try:
-            async with session.post(self._url, data=json.dumps(body).encode(), headers=self._headers) as reply:
+            async with session.post(self._url, data=json.dumps(body).encode()) as reply:
                 return reply.status, await reply.read(), reply.headers
         except TimeoutError:
             raise CallTimeoutError(f"{self._where}: no reply within {self._timeout.total:g} s") from None
@@ -114,7 +114,7 @@ class OpenAIChatModel:
     def _open(self) -> aiohttp.ClientSession:
         self._loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(limit=self._max_concurrency)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
         # A model dropped without aclose() (Dataset.map drops its loop) still releases its sockets.
         weakref.finalize(self, _close_now, self._session)
         return self._session

@@ -32,7 +32,8 @@ class OpenAISDKChatModel(OpenAIChatModel):
         api_key: the key; kept only inside the SDK client, never in reprs or errors.
         timeout: seconds per call.
         extra_body: extra JSON fields for every request.
-        max_concurrency: most connections open at once.
+        max_concurrency: accepted for the same constructor; the SDK keeps its own connection pool (the
+            endpoint's concurrency is enforced above the backend anyway, by ``resilience.py``).
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
