@@ -284,3 +284,13 @@ def test_status_codes_map_into_the_error_tree(status: int, error: type[Exception
     if isinstance(found, RetryableError):
         assert found.retry_after == 3.0
     assert isinstance(found, (RetryableError, FatalBackendError, RequestRejectedError))
+
+
+async def test_credentials_in_the_url_never_reach_a_message() -> None:
+    with FakeOpenAIServer() as srv:
+        url = srv.url.replace("http://", "http://user:pa55word-secret@")
+    model = OpenAIChatModel("m", url, None, timeout=2)
+    with pytest.raises(ConnectError) as info:
+        await model.chat(MSGS, PARAMS)
+    await model.aclose()
+    assert "pa55word" not in str(info.value) and str(info.value).startswith(f"model 'm' at {srv.url}: ")

@@ -59,6 +59,7 @@ class OpenAIChatModel:
             raise ConfigError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base!r}")
         self._url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
         self._where = endpoint_label(model, base)
+        self._url_password = parts.password
         self._headers = {"Content-Type": "application/json"}
         if api_key and "@" not in parts.netloc:  # credentials in the URL are sent as basic auth instead
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -66,6 +67,7 @@ class OpenAIChatModel:
         self._max_concurrency = max_concurrency
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._finalizer: weakref.finalize[..., None] | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
@@ -116,17 +118,20 @@ class OpenAIChatModel:
         connector = aiohttp.TCPConnector(limit=self._max_concurrency)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
         # A model dropped without aclose() (Dataset.map drops its loop) still releases its sockets.
-        weakref.finalize(self, _close_now, self._session)
+        self._finalizer = weakref.finalize(self, _close_now, self._session)
         return self._session
 
     def _describe(self, exc: BaseException) -> str:
         # A refused connection says so through the OS error it wraps, not aiohttp's wrapper name.
         cause = getattr(exc, "os_error", None) or exc
-        return redact(type(cause).__name__ + (f": {cause}" if str(cause) else ""), self._secret)
+        text = redact(type(cause).__name__ + (f": {cause}" if str(cause) else ""), self._secret)
+        return redact(text, self._url_password)
 
     async def aclose(self) -> None:
         """Close the session and its connections (call it in the loop that made the calls)."""
         session, self._session = self._session, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if session is not None:
             await session.close()
 
