@@ -31,6 +31,7 @@ ServerMode = Literal["process", "thread"]
 _REPLAY_KEYS = ("model", "messages", "temperature", "max_tokens", "seed")
 _FILLER = ("the answer covers each step in order, names its assumptions, checks the edge cases, "
            "and gives a short worked example before the summary.").split()
+_FILLER_TEXT = " ".join(random.Random(0).choices(_FILLER, k=4000))
 TOPICS = ("TCP slow start", "a haiku about rust", "binary search", "the CAP theorem", "photosynthesis",
           "Bayes' rule", "a limerick about queues", "garbage collection", "the Fourier transform", "DNS")
 
@@ -40,13 +41,15 @@ def bench_prompts(n: int) -> list[str]:
     return [f"Explain {TOPICS[i % len(TOPICS)]} to a new engineer (case {i})." for i in range(n)]
 
 
-def make_config(url: str, *, concurrency: int = 64, rpm: float | None = None, **fields: Any) -> AutoReasonConfig:
+def make_config(url: str, *, concurrency: int = 64, rpm: float | None = None, backend: str = "openai",
+                **fields: Any) -> AutoReasonConfig:
     """A tournament config against ``url``; fields this build does not know are dropped (and reported).
 
     Args:
         url: the server's ``/v1`` URL.
         concurrency: ``ModelConfig.max_concurrency``.
         rpm: ``ModelConfig.rpm``.
+        backend: ``ModelConfig.backend`` (``"openai"``: aiohttp, the default; ``"openai_sdk"``: the SDK).
         fields: ``AutoReasonConfig`` fields; ``progress`` is turned off when the field exists.
     """
     known = AutoReasonConfig.model_fields
@@ -56,8 +59,8 @@ def make_config(url: str, *, concurrency: int = 64, rpm: float | None = None, **
     kept = {k: v for k, v in fields.items() if k in known}
     if "progress" in known:
         kept.setdefault("progress", False)
-    model = ModelConfig(base_url=url, model="fake", api_key=SecretStr("bench"), max_concurrency=concurrency,
-                        rpm=rpm, timeout=600)
+    model = ModelConfig(backend=backend, base_url=url, model="fake", api_key=SecretStr("bench"),  # type: ignore[arg-type]
+                        max_concurrency=concurrency, rpm=rpm, timeout=600)
     return AutoReasonConfig(model=model, **kept)
 
 
@@ -98,14 +101,13 @@ def padded_reply(role: str, messages: list[dict[str, str]], body: dict[str, Any]
     """
     if role in ("judge", "critic") or chars <= 0:
         return None
-    rng = random.Random(f"{body.get('seed')}|{len(messages[-1]['content'])}")
-    words = [role, "answer:"]
-    size = sum(len(w) + 1 for w in words)
-    while size < chars:
-        word = rng.choice(_FILLER)
-        words.append(word)
-        size += len(word) + 1
-    return " ".join(words)
+    # A slice of a fixed filler text, at an offset derived from the request: a few microseconds, since
+    # the server shares this machine's CPUs with the client being measured.
+    span = max(1, len(_FILLER_TEXT) - chars - 16)
+    start = (int(body.get("seed") or 0) * 7919 + len(messages[-1]["content"]) * 104729) % span
+    start = _FILLER_TEXT.find(" ", start) + 1
+    end = _FILLER_TEXT.rfind(" ", start, start + chars)
+    return f"{role} answer: {_FILLER_TEXT[start:end]}"
 
 
 def _make_server(latency: float, completion_chars: int) -> FakeOpenAIServer:
@@ -333,6 +335,28 @@ def top_functions(stats: Any, top: int = 5, package: str | None = None) -> list[
     return sorted(rows, key=lambda r: -r[1])[:top]
 
 
+TRANSPORT_PACKAGES = frozenset({
+    "aiohttp", "yarl", "multidict", "propcache", "frozenlist", "aiosignal", "aiohappyeyeballs", "openai", "httpx",
+    "httpx2", "httpcore", "httpcore2", "h11", "anyio", "sniffio", "pydantic", "pydantic_core", "jiter", "typing",
+    "typing_extensions", "stdlib:typing", "stdlib:http", "stdlib:email", "stdlib:socket", "stdlib:ssl",
+    "stdlib:selectors", "stdlib:json", "stdlib:urllib"})
+"""What ``profile_split`` counts as the transport: HTTP client libraries, their helpers and the SDK."""
+
+
+def profile_split(stats: Any) -> dict[str, float]:
+    """CPU shares of a profile in four parts: ``transport`` (HTTP, JSON, the SDK), ``hadron_hf``, ``asyncio``
+    (the event loop and its tasks) and ``other`` (datasets, pyarrow, tenacity, aiolimiter, sqlite, ...)."""
+    split = {"transport": 0.0, "hadron_hf": 0.0, "asyncio": 0.0, "other": 0.0}
+    for name, share in profile_shares(stats):
+        if name in TRANSPORT_PACKAGES:
+            split["transport"] += share
+        elif name in ("hadron_hf", "stdlib:asyncio"):
+            split["hadron_hf" if name == "hadron_hf" else "asyncio"] += share
+        else:
+            split["other"] += share
+    return split
+
+
 def print_profile(stats: Any, label: str, top: int = 8, cpu_ms_per_call: float | None = None) -> None:
     """Print where a profiled run's CPU time went: by package, then the top functions, then ours.
 
@@ -342,6 +366,10 @@ def print_profile(stats: Any, label: str, top: int = 8, cpu_ms_per_call: float |
     shares = profile_shares(stats)
     ours = dict(shares).get("hadron_hf", 0.0)
     print(f"profile {label}: " + ", ".join(f"{name} {share:.0%}" for name, share in shares[:top]))
+    split = profile_split(stats)
+    print("  split: " + ", ".join(f"{name} {share:.0%}" + (f" ({share * cpu_ms_per_call:.3f} ms/call)"
+                                                          if cpu_ms_per_call is not None else "")
+                                  for name, share in split.items()))
     if cpu_ms_per_call is not None:
         print(f"  hadron_hf's own code ≈ {ours * cpu_ms_per_call:.3f} ms of the {cpu_ms_per_call:.3f} CPU ms per call")
     print("  top functions (own time plus the C calls they make directly): " + ", ".join(

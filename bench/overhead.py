@@ -11,6 +11,9 @@ call. Every variant sends the same requests to the same server with the same con
   calls the server saw, against ``bare_openai`` replaying exactly those requests (tournament requests
   carry the answers being judged, so they cost the SDK more than the small ones above).
 
+``*_cpu_ms`` lines give each loop's own client CPU per call, all layers included (the target for the
+stack and the tournament is ≤ 0.5 ms), and ``*_vs_raw`` its calls/s over the raw aiohttp loop's.
+
 Overhead per call is reported twice: from wall time (``1/rate - 1/bare_rate``) and from this process's
 CPU time, which is much less disturbed by other jobs on a shared machine. ``raw_aiohttp`` is the same
 loop without the SDK: the ceiling of any Python client here; ``bare_openai_aiohttp`` is the SDK on its
@@ -99,8 +102,8 @@ def best(timings: list[Timing]) -> Timing:
     return min(timings, key=lambda t: t.cpu_ms_per_call)
 
 
-def report(name: str, timing: Timing, bare: Timing) -> None:
-    """Print one variant's rate, its ratio to the bare loop and its per-call overhead."""
+def report(name: str, timing: Timing, bare: Timing, raw: Timing | None = None) -> None:
+    """Print one variant's rate, its ratio to the bare loop (and to the raw aiohttp one) and its CPU per call."""
     wall_ms = 1000 * (1 / timing.rate - 1 / bare.rate) if timing.rate and bare.rate else float("nan")
     cpu_ms = timing.cpu_ms_per_call - bare.cpu_ms_per_call
     print(f"{name}: {timing.calls} calls in {timing.wall:.2f}s, {timing.rate:.0f} calls/s, "
@@ -108,6 +111,11 @@ def report(name: str, timing: Timing, bare: Timing) -> None:
           f"{cpu_ms:+.3f} ms/call (CPU)")
     print_ratio(f"{name}_vs_bare", timing.rate / bare.rate, f"calls/s {timing.rate:.0f} vs {bare.rate:.0f}")
     print_ratio(f"{name}_overhead_ms", cpu_ms, "client CPU ms per call above the bare SDK loop")
+    print_ratio(f"{name}_cpu_ms", timing.cpu_ms_per_call, "client CPU ms per call, all layers")
+    if raw is not None:
+        print_ratio(f"{name}_vs_raw", timing.rate / raw.rate,
+                    f"calls/s {timing.rate:.0f} vs raw aiohttp {raw.rate:.0f}; CPU "
+                    f"{timing.cpu_ms_per_call - raw.cpu_ms_per_call:+.3f} ms/call")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -161,18 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 done, sent = tournament_run(server, cfg, rows)
                 results.setdefault(name, []).append(done)
                 results.setdefault(f"{name}:bare", []).append(asyncio.run(bare_openai_loop(url, c, sent)))
+                results.setdefault(f"{name}:raw", []).append(asyncio.run(raw_aiohttp_loop(url, c, sent)))
         bare = best(results.pop("bare_openai"))
         print(f"bare_openai: {bare.calls} calls in {bare.wall:.2f}s, {bare.rate:.0f} calls/s, "
               f"CPU {bare.cpu_ms_per_call:.3f} ms/call")
         hits = best(results.pop("cache_hits"))
+        raw = best(results["raw_aiohttp"])
         for name, timings in results.items():
-            if name.startswith("tournament_") and not name.endswith(":bare"):
-                replay = best(results[f"{name}:bare"])
+            if name.startswith("tournament_") and ":" not in name:
+                replay, raw_replay = best(results[f"{name}:bare"]), best(results[f"{name}:raw"])
                 print(f"bare_openai replaying {name}'s {replay.calls} requests: {replay.rate:.0f} calls/s, "
-                      f"CPU {replay.cpu_ms_per_call:.3f} ms/call")
-                report(name, best(timings), replay)
-            elif not name.endswith(":bare"):
-                report(name, best(timings), bare)
+                      f"CPU {replay.cpu_ms_per_call:.3f} ms/call; raw aiohttp: {raw_replay.rate:.0f} calls/s, "
+                      f"CPU {raw_replay.cpu_ms_per_call:.3f} ms/call")
+                report(name, best(timings), replay, raw_replay)
+            elif ":" not in name:
+                report(name, best(timings), bare, None if name == "raw_aiohttp" else raw)
         print(f"cache_hits: {hits.calls} calls in {hits.wall:.2f}s, {hits.rate:.0f} calls/s, "
               f"CPU {hits.cpu_ms_per_call:.3f} ms/call (no server)")
         if args.profile:

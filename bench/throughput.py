@@ -4,7 +4,9 @@ A loopback OpenAI-compatible server answers every call after ``L`` seconds; ``Da
 tournament over N rows with ``max_concurrency=C``. The script prints, per C, the achieved calls/s as a
 ratio of the bound, the server's peak number of requests in flight and rows/min, and, for attribution,
 the same ratio for bare ``AsyncOpenAI`` loops (httpx and aiohttp transports) and a raw aiohttp loop
-replaying the map's own requests with the same C and L. ``client_cpu_capacity`` is the calls/s one free
+replaying the map's own requests with the same C and L (``map_vs_raw_aiohttp``: the map's calls/s over
+the raw aiohttp loop's). ``--backend openai_sdk`` measures the opt-in SDK transport instead of the default
+aiohttp one. ``client_cpu_capacity`` is the calls/s one free
 core could drive at the measured client CPU per call, over the bound: below 1, the client cannot reach
 the bound on this machine, however idle.
 
@@ -117,7 +119,8 @@ def measure(args: argparse.Namespace, server: BenchServer, concurrency: int) -> 
     rows = args.rows or default_rows(concurrency, args.judges, args.max_iterations, args.variant,
                                      2 if args.quick else 4, args.batch_size)
     cfg = make_config(server.url, concurrency=concurrency, rpm=args.rpm, judges=args.judges,
-                      max_iterations=args.max_iterations, variant=args.variant, cache=False, seed=concurrency)
+                      max_iterations=args.max_iterations, variant=args.variant, cache=False, seed=concurrency,
+                      backend=args.backend)
     run = run_map(server, cfg, rows, args.batch_size, args.profile)
     rate = run.calls / run.wall
     floor = max(run.calls / bound, run.critical_steps * args.latency)
@@ -144,10 +147,14 @@ def measure(args: argparse.Namespace, server: BenchServer, concurrency: int) -> 
         print_profile(run.stats, f"throughput C={concurrency} (cProfile on, so the ratio above is lower)")
     if args.reference:
         requests = server.requests(min(run.calls, max(concurrency * 4, int(rate * args.reference_seconds))))
-        for name, timing in reference_loops(server.url, concurrency, requests):
+        loops = reference_loops(server.url, concurrency, requests)
+        for name, timing in loops:
             print_ratio(f"{name}_c{concurrency}", timing.rate / bound,
                         f"{timing.rate:.1f} calls/s, client CPU {timing.cpu_ms_per_call:.2f} ms/call, "
                         f"replaying the map's first {timing.calls} requests, same C and L")
+        raw = dict(loops)["raw_aiohttp"]
+        print_ratio(f"map_vs_raw_aiohttp_c{concurrency}", rate / raw.rate,
+                    f"the map's {rate:.1f} calls/s over a raw aiohttp loop's {raw.rate:.1f} on the same requests")
 
 
 def reference_loops(url: str, concurrency: int, requests: list[dict[str, Any]]) -> list[tuple[str, Timing]]:
@@ -158,32 +165,6 @@ def reference_loops(url: str, concurrency: int, requests: list[dict[str, Any]]) 
         ("bare_openai_aiohttp", asyncio.run(bare_openai_loop(url, concurrency, requests, "aiohttp"))),
         ("raw_aiohttp", asyncio.run(raw_aiohttp_loop(url, concurrency, requests))),
     ]
-
-
-def use_aiohttp_transport() -> None:
-    """What-if: give every OpenAI backend this process builds a client on ``openai.DefaultAioHttpClient``.
-
-    It replaces the backend's private ``_client`` through ``runtime.add_model_wrapper``, to measure what
-    that transport would give the whole stack before anyone changes ``backends/openai.py``.
-    """
-    import logging
-
-    import openai
-
-    from hadron_hf.runtime import add_model_wrapper
-
-    # The runtime never closes its clients (Dataset.map drops its event loop without closing it), so each
-    # aiohttp session left behind reports itself on the asyncio logger at exit: expected here, and noise.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-
-    def swap(cfg: Any, model: Any) -> Any:
-        client = getattr(model, "_client", None)
-        if isinstance(client, openai.AsyncOpenAI):
-            model._client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=client.api_key, timeout=cfg.timeout,
-                                               max_retries=0, http_client=openai.DefaultAioHttpClient())
-        return model
-
-    add_model_wrapper("backend", swap)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -205,8 +186,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reference-seconds", type=float, default=8.0,
                    help="length of each reference loop, at the map's rate")
     p.add_argument("--profile", action="store_true", help="run the map under cProfile and print where time went")
-    p.add_argument("--sdk-transport", choices=["httpx", "aiohttp"], default="httpx",
-                   help="aiohttp: what-if, swap the OpenAI backend's client for one on openai.DefaultAioHttpClient")
+    p.add_argument("--backend", choices=["openai", "openai_sdk"], default="openai",
+                   help="ModelConfig.backend: openai (aiohttp, the default) or openai_sdk (the openai SDK)")
     p.add_argument("--quick", action="store_true", help="half the default rows")
     return p.parse_args(argv)
 
@@ -217,12 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    if args.sdk_transport == "aiohttp":
-        use_aiohttp_transport()
     print(describe_machine())
     print(f"server: fake OpenAI-compatible, {args.server}, latency {args.latency * 1000:g} ms, "
           f"answers of {args.completion_chars} chars; {args.variant} variant, {args.judges} judges, "
-          f"≤{args.max_iterations} rounds, cache off, SDK transport {args.sdk_transport}")
+          f"≤{args.max_iterations} rounds, cache off, backend {args.backend}")
     with BenchServer(args.latency, args.completion_chars, args.server) as server:
         for concurrency in args.concurrency:
             measure(args, server, concurrency)

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hadron_hf.testing import FakeOpenAIServer, _error, role_of, scripted_reply
+from hadron_hf.testing import FakeOpenAIServer, role_of, scripted_reply
 
 _STAGES = ((0.1, "validating"), (0.9, "in_progress"), (1.0, "finalizing"))
 
@@ -134,7 +134,7 @@ class FakeBatchServer(FakeOpenAIServer):
         auth = request.headers.get("Authorization", "")
         self.log.keys_seen.append(auth)
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            return self._error(401, "Incorrect API key provided.", "invalid_api_key")
         return None
 
     def _new_id(self, prefix: str) -> str:
@@ -146,7 +146,7 @@ class FakeBatchServer(FakeOpenAIServer):
         form = await request.post()
         upload = form.get("file")
         if form.get("purpose") != "batch" or not isinstance(upload, web.FileField):
-            return _error(400, "Upload a 'file' with purpose 'batch'.", "invalid_request")
+            return self._error(400, "Upload a 'file' with purpose 'batch'.", "invalid_request")
         data = upload.file.read()
         file_id = self._new_id("file")
         self._files[file_id] = data
@@ -160,7 +160,7 @@ class FakeBatchServer(FakeOpenAIServer):
     async def _file(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
         if file_id not in self._files:
-            return _error(404, f"No such File object: {file_id}", "not_found")
+            return self._error(404, f"No such File object: {file_id}", "not_found")
         return web.json_response(self._file_object(file_id, f"{file_id}.jsonl", "batch"))
 
     async def _content(self, request: web.Request) -> web.Response:
@@ -168,7 +168,7 @@ class FakeBatchServer(FakeOpenAIServer):
             return refused
         file_id = request.match_info["file_id"]
         if file_id not in self._files:
-            return _error(404, f"No such File object: {file_id}", "not_found")
+            return self._error(404, f"No such File object: {file_id}", "not_found")
         return web.Response(body=self._files[file_id], content_type="application/octet-stream")
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -177,9 +177,9 @@ class FakeBatchServer(FakeOpenAIServer):
         body = await request.json()
         file_id = body.get("input_file_id")
         if file_id not in self._files:
-            return _error(400, f"Invalid input_file_id: {file_id}", "invalid_request")
+            return self._error(400, f"Invalid input_file_id: {file_id}", "invalid_request")
         if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
-            return _error(400, "Only /v1/chat/completions and a 24h window are supported.", "invalid_request")
+            return self._error(400, "Only /v1/chat/completions and a 24h window are supported.", "invalid_request")
         lines, invalid = self._parse_input(self._files[file_id])
         batch_id = self._new_id("batch")
         now = self._now()
@@ -243,7 +243,7 @@ class FakeBatchServer(FakeOpenAIServer):
             return refused
         batch = self._batches.get(request.match_info["batch_id"])
         if batch is None:
-            return _error(404, f"No batch found with id '{request.match_info['batch_id']}'.", "not_found")
+            return self._error(404, f"No batch found with id '{request.match_info['batch_id']}'.", "not_found")
         self.batch_log.polls += 1
         return web.json_response(self._advance(batch))
 
@@ -252,7 +252,7 @@ class FakeBatchServer(FakeOpenAIServer):
             return refused
         batch = self._batches.get(request.match_info["batch_id"])
         if batch is None:
-            return _error(404, "No such batch.", "not_found")
+            return self._error(404, "No such batch.", "not_found")
         obj = self._advance(batch)
         if obj["status"] in ("validating", "in_progress", "finalizing"):
             batch.cancel_at = self._now()

@@ -20,15 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from hadron_hf.errors import ConfigError
 from hadron_hf.tournament import TournamentSettings
 
-Backend = Literal["openai", "llama_cpp", "mlx"]
+Backend = Literal["openai", "llama_cpp", "mlx", "openai_sdk"]
 
 
 class ModelConfig(BaseModel):
     """One model endpoint and its limits.
 
     Args:
-        backend: ``"openai"`` (any OpenAI-compatible server), ``"llama_cpp"`` (embedded GGUF model)
-            or ``"mlx"`` (mlx-lm, in-process).
+        backend: ``"openai"`` (any OpenAI-compatible server), ``"openai_sdk"`` (the same through the
+            openai SDK), ``"llama_cpp"`` (embedded GGUF model) or ``"mlx"`` (mlx-lm, in-process).
         model: model name sent to the server (for local backends, the name recorded in traces).
         base_url: the server's ``/v1`` URL; ``None`` means the OpenAI API.
         api_key_env: environment variable holding the key, read when the client is built.

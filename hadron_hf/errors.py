@@ -45,7 +45,11 @@ class BackendError(HadronError):
 
 
 class RetryableError(BackendError):
-    """A transient failure; ``retry_after`` is the server's requested wait in seconds, if any."""
+    """A transient failure; ``retry_after`` is the server's requested wait in seconds, if any.
+
+    ``0.0`` means the server said no wait is needed (``x-ratelimit-reset-*: 0``): a retry layer still
+    applies its own minimum backoff, so a burst of such replies is not retried in a tight loop.
+    """
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)

@@ -58,7 +58,13 @@ def build_backend(cfg: ModelConfig, store_path: str | os.PathLike[str] | None = 
     if cfg.backend == "openai":
         from hadron_hf.backends.openai import OpenAIChatModel
 
-        return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body)
+        return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body,
+                               max_concurrency=cfg.max_concurrency)
+    if cfg.backend == "openai_sdk":
+        from hadron_hf.backends.openai_sdk import OpenAISDKChatModel
+
+        return OpenAISDKChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body,
+                                  max_concurrency=cfg.max_concurrency)
     # In-process models are expensive to load and serialise their own calls: one per process.
     key = (os.getpid(), cfg.identity())
     if key not in _LOCAL_MODELS:

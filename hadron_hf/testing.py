@@ -20,9 +20,11 @@ import json
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -74,6 +76,12 @@ class ScriptedChatModel:
 
 
 FAULT_KINDS: tuple[str, ...] = ("429", "503", "drop", "slow", "malformed", "empty", "garbage_judge")
+REPLY_FAULT_KINDS: tuple[str, ...] = ("no_message", "no_choices", "error_in_200", "429_tokens")
+"""Faults for scripted use (``Faults.kinds`` or ``Faults.at``), not in the default mix: a 200 whose choice
+is a stream chunk (``delta``, no ``message``); a 200 with no choices; an OpenRouter-style error object inside
+a 200; a 429 that names the tokens limit, with ``x-ratelimit-reset-tokens`` set to ``retry_after`` and
+``x-ratelimit-reset-requests`` set longer."""
+ERROR_STYLES: tuple[str, ...] = ("openai", "string", "detail", "openrouter")
 Responder = Callable[[str, list[dict[str, str]], dict[str, Any]], str | None]
 
 
@@ -86,7 +94,8 @@ class Faults:
         kinds: the faults to choose from (see ``FAULT_KINDS``).
         retry_after: seconds the server asks for with a 429.
         retry_after_header: how it asks: ``"Retry-After"`` (seconds), ``"retry-after-ms"``
-            (milliseconds) or ``"x-ratelimit-reset-requests"`` (an OpenAI duration such as ``250ms``).
+            (milliseconds), ``"x-ratelimit-reset-requests"`` (an OpenAI duration such as ``250ms``, or
+            ``0``) or ``"http-date"`` (``Retry-After`` as an HTTP date ``retry_after`` seconds ahead).
         slow_seconds: how long a ``slow`` reply takes (set it above the client's timeout).
         seed: seed of the fault draws.
         at: scripted faults, by request number (1 for the first chat request); these come on top of
@@ -191,12 +200,19 @@ class FakeOpenAIServer:
         hold_after: after this many successful answers, further requests wait (unanswered) until
             ``release()``; a request whose client goes away meanwhile is dropped. Tests use it to kill a
             client at a known point.
+        error_style: the shape of error bodies (see ``ERROR_STYLES``): ``"openai"``
+            (``{"error": {"message": ...}}``), ``"string"`` (``{"error": "text"}``, as mlx_lm.server),
+            ``"detail"`` (``{"detail": "text"}``, as FastAPI servers) or ``"openrouter"`` (the reason in
+            ``error.metadata.raw``).
     """
 
     def __init__(self, latency: float = 0.0, faults: Faults | None = None, api_key: str | None = None,
                  max_prompt_chars: int | None = None, reasoning: str | None = None,
                  responder: Responder | None = None, no_flaws_rate: float = 0.3, port: int = 0,
-                 models: tuple[str, ...] | None = None, hold_after: int | None = None) -> None:
+                 models: tuple[str, ...] | None = None, hold_after: int | None = None,
+                 error_style: str = "openai") -> None:
+        if error_style not in ERROR_STYLES:
+            raise ValueError(f"error_style must be one of {ERROR_STYLES}, got {error_style!r}")
         self.latency = latency
         self.faults = faults or Faults()
         self.api_key = api_key
@@ -207,6 +223,7 @@ class FakeOpenAIServer:
         self.port = port
         self.models = models
         self.hold_after = hold_after
+        self.error_style = error_style
         self.log = ServerLog()
         self._released: asyncio.Event | None = None
         self._fault_rng = random.Random(self.faults.seed)
@@ -291,7 +308,7 @@ class FakeOpenAIServer:
         self.log.keys_seen.append(auth)
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
             shown = auth.removeprefix("Bearer ")
-            return _error(401, f"Incorrect API key provided: {shown[:3]}***{shown[-4:]}.", "invalid_api_key")
+            return self._error(401, f"Incorrect API key provided: {shown[:3]}***{shown[-4:]}.", "invalid_api_key")
         body = await request.json()
         messages: list[dict[str, str]] = body["messages"]
         model = str(body.get("model", ""))
@@ -299,9 +316,9 @@ class FakeOpenAIServer:
         self.log.models.append((role, model))
         self.log.bodies.append(body)
         if self.models is not None and model not in self.models:
-            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
+            return self._error(404, f"The model `{model}` does not exist.", "model_not_found")
         if self.max_prompt_chars is not None and sum(len(m["content"]) for m in messages) > self.max_prompt_chars:
-            return _error(400, "This model's maximum context length is exceeded.", "context_length_exceeded")
+            return self._error(400, "This model's maximum context length is exceeded.", "context_length_exceeded")
         fault = self.faults.at.get(number) or self._draw_fault(role)
         if fault is not None:
             self.log.faults[fault] += 1
@@ -352,9 +369,9 @@ class FakeOpenAIServer:
 
     async def _inject(self, fault: str, request: web.Request) -> web.StreamResponse | None:
         if fault == "429":
-            return _error(429, "Rate limit reached.", "rate_limit_exceeded", self._retry_after_headers())
+            return self._error(429, "Rate limit reached.", "rate_limit_exceeded", self._retry_after_headers())
         if fault == "503":
-            return _error(503, "The server is overloaded.", "overloaded")
+            return self._error(503, "The server is overloaded.", "overloaded")
         if fault == "drop":
             assert request.transport is not None
             request.transport.abort()
@@ -363,6 +380,22 @@ class FakeOpenAIServer:
             await asyncio.sleep(self.faults.slow_seconds)
         if fault == "malformed":
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
+        if fault == "no_message":
+            chunk = {"id": "x", "object": "chat.completion.chunk", "model": "fake",
+                     "choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]}
+            return web.json_response(chunk)
+        if fault == "no_choices":
+            return web.json_response({"id": "x", "object": "chat.completion", "model": "fake", "choices": []})
+        if fault == "error_in_200":
+            return web.json_response({"error": {"message": "Provider returned error", "code": 502, "metadata": {
+                "raw": "upstream overloaded, try again", "provider_name": "fake-upstream"}}})
+        if fault == "429_tokens":
+            wait = self.faults.retry_after
+            headers = {"x-ratelimit-reset-tokens": f"{wait * 1000:g}ms",
+                       "x-ratelimit-reset-requests": f"{wait * 1000 + 60_000:g}ms",
+                       "x-ratelimit-remaining-requests": "99", "x-ratelimit-remaining-tokens": "0"}
+            return self._error(429, "Rate limit reached for fake on tokens per min (TPM): Limit 1000, Used 1000.",
+                               "rate_limit_exceeded", headers, kind="tokens")
         return None
 
     def _retry_after_headers(self) -> dict[str, str]:
@@ -370,8 +403,25 @@ class FakeOpenAIServer:
         if name.lower() == "retry-after-ms":
             return {name: f"{wait * 1000:g}"}
         if name.lower().startswith("x-ratelimit-reset"):
-            return {name: f"{wait * 1000:g}ms"}
+            return {name: f"{wait * 1000:g}ms" if wait else "0"}
+        if name.lower() == "http-date":
+            return {"Retry-After": formatdate(time.time() + wait, usegmt=True)}
         return {name: f"{wait:g}"}
+
+    def _error(self, status: int, message: str, code: str, headers: dict[str, str] | None = None,
+               kind: str = "invalid_request_error") -> web.Response:
+        """An error reply shaped as ``error_style`` says."""
+        body: dict[str, Any]
+        if self.error_style == "string":
+            body = {"error": message}
+        elif self.error_style == "detail":
+            body = {"detail": message}
+        elif self.error_style == "openrouter":
+            body = {"error": {"message": "Provider returned error", "code": status,
+                              "metadata": {"raw": message, "provider_name": "fake-upstream"}}}
+        else:
+            body = {"error": {"message": message, "type": kind, "code": code}}
+        return web.json_response(body, status=status, headers=headers)
 
     def _completion(self, model: str, role: str, text: str, messages: list[dict[str, str]]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -395,11 +445,6 @@ class FakeOpenAIServer:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
-
-
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.json_response(body, status=status, headers=headers)
 
 
 def __getattr__(name: str) -> Any:

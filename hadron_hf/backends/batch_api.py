@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from hadron_hf.backends.openai import redact, retry_after_seconds
+from hadron_hf.backends._http import redact, retry_after_seconds
 from hadron_hf.chat import Completion, split_reasoning
 from hadron_hf.errors import (
     AuthenticationError,

@@ -1,177 +1,144 @@
-"""Any OpenAI-compatible chat-completions server (OpenAI, OpenRouter, vLLM, llama.cpp server, mlx_lm.server)."""
+"""Any OpenAI-compatible chat-completions server (OpenAI, OpenRouter, vLLM, llama.cpp server, mlx_lm.server),
+spoken to directly over one aiohttp session.
+
+The wire protocol is one JSON POST and one JSON reply, so no SDK sits on the hot path: per call the
+client serialises one dict, sends it, and reads the reply with ``json.loads``. ``openai_sdk.py`` is the
+opt-in transport through the official SDK; both read replies and errors with ``_http.py``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import re
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-import openai
+import aiohttp
 
-from hadron_hf.chat import Completion, Message, SamplingParams, split_reasoning
-from hadron_hf.errors import (
-    AuthenticationError,
-    BackendError,
-    CallTimeoutError,
-    ConnectError,
-    ModelNotFoundError,
-    RateLimitError,
-    RequestRejectedError,
-    ServerError,
+from hadron_hf.backends._http import (
+    DEFAULT_BASE_URL,
+    endpoint_label,
+    parse_completion,
+    redact,
+    retry_after_seconds,
+    status_error,
 )
+from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.errors import CallTimeoutError, ConfigError, ConnectError, ServerError
+
+__all__ = ["OpenAIChatModel", "redact", "retry_after_seconds"]
 
 
 class OpenAIChatModel:
-    """``ChatModel`` over the official ``AsyncOpenAI`` client.
+    """``ChatModel`` over the chat-completions wire protocol, on one ``aiohttp.ClientSession``.
 
-    The SDK's own retries are off (``max_retries=0``): ``resilience.py`` owns the one retry policy.
-    Create it inside the event loop that will use it.
+    The session is opened on the first call, in the running event loop, and serves only that loop; close
+    it with ``aclose()``. There are no retries here: ``resilience.py`` owns the one retry policy. Every
+    failure leaves as one of ``hadron_hf.errors``' types, naming the model and endpoint, never the key.
 
     Args:
         model: model name sent with each request.
         base_url: the server's ``/v1`` URL (``None``: the OpenAI API).
-        api_key: the key; kept only inside the SDK client, never in reprs or errors.
-        timeout: seconds per call.
-        extra_body: extra JSON fields for every request.
+        api_key: the key, sent as ``Authorization: Bearer``; never in reprs or errors.
+        timeout: seconds per call, connecting included.
+        extra_body: extra JSON fields for every request (they override the ones built here).
+        max_concurrency: most connections open at once (``ModelConfig.max_concurrency``).
     """
 
-    def __init__(self, model: str, base_url: str | None, api_key: str | None, timeout: float = 120.0,
-                 extra_body: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+                 extra_body: Mapping[str, Any] | None = None, *, max_concurrency: int = 64) -> None:
         self.model = model
         self.base_url = base_url
         self._extra_body = dict(extra_body or {})
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
-        )
+        self._secret = api_key
+        base = base_url or DEFAULT_BASE_URL
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base!r}")
+        self._url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
+        self._where = endpoint_label(model, base)
+        self._url_password = parts.password
+        self._headers = {"Content-Type": "application/json"}
+        if api_key and "@" not in parts.netloc:  # credentials in the URL are sent as basic auth instead
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_concurrency = max_concurrency
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finalizer: weakref.finalize[..., None] | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
 
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.close()
+    def _request_body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
+        """The JSON body of one call: the one place where a request is built."""
+        body: dict[str, Any] = {"model": self.model, "messages": list(messages),
+                                "temperature": params.temperature, "max_tokens": params.max_tokens}
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self._extra_body:
+            body.update(self._extra_body)
+        return body
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        kwargs: dict[str, Any] = {"temperature": params.temperature, "max_tokens": params.max_tokens}
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
+        """Send one chat-completions request and read its reply.
+
+        Raises:
+            RetryableError: 429, 408/409/5xx, a timeout, a refused or dropped connection, or an unusable
+                200 (bad JSON, no message, an error object inside it, an empty answer).
+            RequestRejectedError: another 4xx (e.g. the context is too long).
+            FatalBackendError: 401/403 (the key) or 404 (the model or URL).
+        """
+        status, raw, headers = await self._send(self._request_body(messages, params))
+        if not 200 <= status < 300:
+            raise status_error(status, raw, headers, self._where, self._secret)
+        return parse_completion(raw, self.model, self._where, self._secret)
+
+    async def _send(self, body: dict[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
+        """POST ``body``; returns the status, body bytes and headers, or raises one of our errors."""
+        session = self._session if self._session is not None else self._open()
+        if self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(f"{self!r} was opened in another event loop: build one per event loop")
         try:
-            response = await self._client.chat.completions.create(
-                model=self.model, messages=list(messages),  # type: ignore[arg-type]
-                extra_body=self._extra_body or None, **kwargs,
-            )
-        except openai.APIError as exc:
-            raise map_openai_error(exc, secret=self._client.api_key) from None
-        except json.JSONDecodeError:
-            raise ServerError("server sent a reply that is not valid JSON") from None
-        if not response.choices:
-            raise ServerError("server reply has no choices")
-        return _completion(response, self.model)
+            async with session.post(self._url, data=json.dumps(body).encode()) as reply:
+                return reply.status, await reply.read(), reply.headers
+        except TimeoutError:
+            raise CallTimeoutError(f"{self._where}: no reply within {self._timeout.total:g} s") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise ConnectError(f"{self._where}: cannot reach the server: {self._describe(exc)}") from None
+        except aiohttp.ClientResponseError as exc:  # the reply was not valid HTTP
+            raise ServerError(f"{self._where}: malformed HTTP reply: {self._describe(exc)}") from None
+        except aiohttp.ClientError as exc:
+            raise ConnectError(f"{self._where}: request failed: {self._describe(exc)}") from None
+
+    def _open(self) -> aiohttp.ClientSession:
+        self._loop = asyncio.get_running_loop()
+        connector = aiohttp.TCPConnector(limit=self._max_concurrency)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
+        # A model dropped without aclose() (Dataset.map drops its loop) still releases its sockets.
+        self._finalizer = weakref.finalize(self, _close_now, self._session)
+        return self._session
+
+    def _describe(self, exc: BaseException) -> str:
+        # A refused connection says so through the OS error it wraps, not aiohttp's wrapper name.
+        cause = getattr(exc, "os_error", None) or exc
+        text = redact(type(cause).__name__ + (f": {cause}" if str(cause) else ""), self._secret)
+        return redact(text, self._url_password)
+
+    async def aclose(self) -> None:
+        """Close the session and its connections (call it in the loop that made the calls)."""
+        session, self._session = self._session, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if session is not None:
+            await session.close()
 
 
-def _completion(response: Any, fallback_model: str) -> Completion:
-    message = response.choices[0].message
-    extra = message.model_extra or {}
-    # Unknown fields arrive in model_extra; a future SDK may type them as attributes instead.
-    field_reasoning = extra.get("reasoning") or getattr(message, "reasoning", None)
-    content = message.content or ""
-    reasoning = field_reasoning or extra.get("reasoning_content") or getattr(message, "reasoning_content", None)
-    if not content.strip() and reasoning and not field_reasoning:
-        # Some servers put the whole answer in reasoning_content and leave content null.
-        content, reasoning = reasoning, None
-    answer, inline = split_reasoning(content)
-    reasoning = reasoning or inline
-    if not answer:
-        raise ServerError("server returned an empty answer")
-    usage = response.usage
-    return Completion(
-        text=answer,
-        reasoning=reasoning,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-        model=response.model or fallback_model,
-    )
-
-
-def map_openai_error(exc: openai.APIError, secret: str | None = None) -> BackendError:
-    """Translate an SDK exception into our error tree, keeping the server's words but never the key."""
-    if isinstance(exc, openai.APITimeoutError):
-        return CallTimeoutError("the server did not answer within the timeout")
-    if isinstance(exc, openai.APIConnectionError):
-        return ConnectError(f"cannot reach the server: {_root_cause(exc)}")
-    if isinstance(exc, openai.APIResponseValidationError):
-        return ServerError("server sent a reply that does not match the chat-completions schema")
-    if not isinstance(exc, openai.APIStatusError):
-        return ServerError(f"unexpected reply: {type(exc).__name__}")
-    status, detail = exc.status_code, redact(_detail(exc), secret)
-    retry_after = retry_after_seconds(exc.response.headers)
-    if status == 429:
-        return RateLimitError(f"rate limited (429): {detail}", retry_after)
-    if status in (401, 403):
-        return AuthenticationError(
-            f"the server refused the API key ({status}): {detail}. Check the key's environment variable "
-            "(ModelConfig.api_key_env)."
-        )
-    if status == 404:
-        return ModelNotFoundError(f"model or endpoint not found (404): {detail}")
-    if status in (408, 409) or status >= 500:
-        return ServerError(f"server error ({status}): {detail}", retry_after)
-    return RequestRejectedError(f"request rejected ({status}): {detail}")
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The wait a server asked for, from ``retry-after-ms``, ``retry-after`` or ``x-ratelimit-reset-*``."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        if "retry-after-ms" in lowered:
-            return float(lowered["retry-after-ms"]) / 1000
-        if "retry-after" in lowered:
-            return float(lowered["retry-after"])
-    except ValueError:
-        pass
-    waits = [_duration(lowered[k]) for k in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens") if k in lowered]
-    found = [w for w in waits if w is not None]
-    return max(found) if found else None
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def _duration(text: str) -> float | None:
-    """Parse OpenAI's reset durations such as ``1s``, ``6m0s`` or ``250ms``."""
-    parts = _DURATION_PART.findall(text.strip())
-    if not parts:
-        try:
-            return float(text)
-        except ValueError:
-            return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[unit] for n, unit in parts)
-
-
-def _detail(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:300]
-        if isinstance(inner, str):
-            return inner[:300]
-    return (exc.message or "no detail")[:300]
-
-
-_KEYLIKE = re.compile(r"\b(sk|hf|key)[-_][A-Za-z0-9_\-*.]{4,}")
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove the key, and anything shaped like a key, from server text before it reaches a message."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)
-
-
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+def _close_now(session: aiohttp.ClientSession) -> None:
+    """Close a forgotten session's connections from a finalizer, where there is no loop to await on."""
+    connector = session.connector
+    if connector is not None and not connector.closed:
+        # The synchronous half of ``connector.close()``; the public one schedules a task on the loop.
+        connector._close()
