@@ -107,6 +107,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     group.add_argument("--model-path", help="a local GGUF file for the embedded llama.cpp backend")
     group.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
+    group.add_argument("--judge-constraint", choices=["auto", "gbnf", "guided_choice", "guided_regex",
+                                                      "structured_outputs", "json_schema", "json_object", "none"],
+                       help="how --base-url's server is told to force a ranking line (gbnf: llama.cpp servers; "
+                            "see the README)")
 
 
 def add_tournament_arguments(parser: argparse.ArgumentParser, judges: int | None = None,
@@ -116,6 +120,8 @@ def add_tournament_arguments(parser: argparse.ArgumentParser, judges: int | None
     group.add_argument("--judges", type=int, default=judges)
     group.add_argument("--max-iterations", type=int, default=max_iterations)
     group.add_argument("--max-tokens", type=int, default=max_tokens)
+    group.add_argument("--judge-max-tokens", type=int, help="cap on each judge reply (default: the config's, 512)")
+    group.add_argument("--judge-quorum", type=int, help="counted votes a round needs (default: a majority)")
     group.add_argument("--variant", choices=["paper", "hadron"])
     group.add_argument("--seed", type=int)
     group.add_argument("--batch-size", type=int, default=8, help="rows per map batch (all run concurrently)")
@@ -129,7 +135,8 @@ def config_from_args(args: argparse.Namespace) -> AutoReasonConfig:
         base = AutoReasonConfig.from_file(args.config).model_dump(exclude_unset=True)
     if getattr(args, "base_url", None):
         base["model"] = ModelConfig(base_url=args.base_url, model=args.model or "default",
-                                    api_key_env=args.api_key_env).model_dump()
+                                    api_key_env=args.api_key_env,
+                                    judge_constraint=getattr(args, "judge_constraint", None) or "auto").model_dump()
     elif getattr(args, "model_path", None):
         if not Path(args.model_path).is_file():
             raise ConfigError(f"--model-path {args.model_path}: no such file")
@@ -138,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> AutoReasonConfig:
     overrides = {
         "judges": args.judges, "max_iterations": args.max_iterations, "max_tokens": args.max_tokens,
         "variant": args.variant, "seed": args.seed, "prompt_column": getattr(args, "prompt_column", None),
+        "judge_max_tokens": getattr(args, "judge_max_tokens", None), "judge_quorum": getattr(args, "judge_quorum", None),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_cache:
@@ -149,7 +157,8 @@ def run_demo(args: argparse.Namespace) -> int:
     """``hadron-hf demo``: refine a few bundled prompts on the embedded model and write the views."""
     from hadron_hf.sources import bundled_prompts
 
-    cfg = config_from_args(args).model_copy(update={"judge_max_tokens": 24, "max_iterations": args.max_iterations})
+    cfg = config_from_args(args).model_copy(update={"judge_max_tokens": args.judge_max_tokens or 24,
+                                                    "max_iterations": args.max_iterations})
     ds = bundled_prompts().shuffle(seed=cfg.seed).select(range(min(args.rows, 32)))
     print(f"Refining {len(ds)} bundled prompts on the embedded model ({cfg.model.model}), "
           f"{cfg.judges} judges, up to {cfg.max_iterations} rounds each.")

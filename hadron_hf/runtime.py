@@ -43,7 +43,8 @@ def build_backend(cfg: ModelConfig) -> ChatModel:
     if cfg.backend == "openai":
         from hadron_hf.backends.openai import OpenAIChatModel
 
-        return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body)
+        return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body,
+                               cfg.judge_constraint)
     # In-process models are expensive to load and serialise their own calls: one per process.
     key = (os.getpid(), cfg.identity())
     if key not in _LOCAL_MODELS:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import openai
 
+from hadron_hf.backends import constraints
 from hadron_hf.chat import Completion, Message, SamplingParams, split_reasoning
 from hadron_hf.errors import (
     AuthenticationError,
@@ -37,8 +39,8 @@ class OpenAIChatModel:
     """
 
     def __init__(self, model: str, base_url: str | None, api_key: str | None, timeout: float = 120.0,
-                 extra_body: Mapping[str, Any] | None = None) -> None:
-        self.model = model
+                 extra_body: Mapping[str, Any] | None = None, judge_constraint: str = "auto") -> None:
+        self.model, self._constraint = model, constraints.resolve_mode(judge_constraint, base_url)
         self.base_url = base_url
         self._extra_body = dict(extra_body or {})
         self._client = openai.AsyncOpenAI(
@@ -56,10 +58,11 @@ class OpenAIChatModel:
         kwargs: dict[str, Any] = {"temperature": params.temperature, "max_tokens": params.max_tokens}
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        body = {**self._extra_body, **constraints.request_fields(params, self._constraint)}
         try:
             response = await self._client.chat.completions.create(
                 model=self.model, messages=list(messages),  # type: ignore[arg-type]
-                extra_body=self._extra_body or None, **kwargs,
+                extra_body=body or None, **kwargs,
             )
         except openai.APIError as exc:
             raise map_openai_error(exc, secret=self._client.api_key) from None
@@ -67,7 +70,9 @@ class OpenAIChatModel:
             raise ServerError("server sent a reply that is not valid JSON") from None
         if not response.choices:
             raise ServerError("server reply has no choices")
-        return _completion(response, self.model)
+        done = _completion(response, self.model)
+        text = constraints.decode_reply(done.text, params, self._constraint)
+        return replace(done, text=text, constrained=self._constraint != "none" and constraints.honoured(text, params))
 
 
 def _completion(response: Any, fallback_model: str) -> Completion:
