@@ -145,7 +145,8 @@ def config_from_args(args: argparse.Namespace) -> AutoReasonConfig:
     overrides = {
         "judges": args.judges, "max_iterations": args.max_iterations, "max_tokens": args.max_tokens,
         "variant": args.variant, "seed": args.seed, "prompt_column": getattr(args, "prompt_column", None),
-        "judge_max_tokens": getattr(args, "judge_max_tokens", None), "judge_quorum": getattr(args, "judge_quorum", None),
+        "judge_max_tokens": getattr(args, "judge_max_tokens", None),
+        "judge_quorum": getattr(args, "judge_quorum", None),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_cache:
