@@ -30,17 +30,24 @@ class SamplingParams:
         max_tokens: cap on generated tokens.
         seed: per-call seed; also makes otherwise identical calls distinct in the request cache.
         choices: when set, the reply must be exactly one of these strings. Backends that support
-            constrained decoding (llama.cpp grammars) enforce it and report ``constrained=True``.
+            constrained decoding (llama.cpp grammars, mlx logits processors, servers given a constraint
+            by ``ModelConfig.judge_constraint``) enforce it and report ``constrained=True``.
+        choices_after_text: with ``choices``, the reply may begin with free text (a judge's reasoning);
+            its last line must then be one of ``choices``. The free text is bounded so that the final
+            line always fits within ``max_tokens`` (see ``backends.constraints.reasoning_chars``).
     """
 
     temperature: float = 0.7
     max_tokens: int = 1024
     seed: int | None = None
     choices: tuple[str, ...] | None = None
+    choices_after_text: bool = False
 
     def __post_init__(self) -> None:
         if self.choices is not None and not self.choices:
             raise ConfigError("SamplingParams.choices is empty: no reply could satisfy it")
+        if self.choices_after_text and self.choices is None:
+            raise ConfigError("SamplingParams.choices_after_text needs choices: the final line it constrains")
 
 
 @dataclass(frozen=True)

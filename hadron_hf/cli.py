@@ -208,6 +208,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", action="store_true",
                        help="call the endpoint through its batch API (/v1/batches): about half the price, answers "
                             "within 24 h; every row is in flight at once")
+    group.add_argument("--judge-constraint", choices=["auto", "gbnf", "guided_choice", "guided_regex",
+                                                      "structured_outputs", "json_schema", "json_object", "none"],
+                       help="how --base-url's server is told to force a ranking line (gbnf: llama.cpp servers; "
+                            "see the README)")
 
 
 def add_tournament_arguments(parser: argparse.ArgumentParser, judges: int | None = None,
@@ -221,6 +225,8 @@ def add_tournament_arguments(parser: argparse.ArgumentParser, judges: int | None
                        help="cap on tokens per answer (config default 1024)")
     group.add_argument("--variant", choices=["paper", "hadron"], help="tournament variant (config default paper)")
     group.add_argument("--seed", type=int, help="base seed of every row's randomness (config default 0)")
+    group.add_argument("--judge-max-tokens", type=int, help="cap on each judge reply (config default 512)")
+    group.add_argument("--judge-quorum", type=int, help="counted votes a round needs (config default: a majority)")
     group.add_argument("--batch-size", type=int, default=8, help="rows per map batch (all run concurrently)")
     group.add_argument("--no-cache", action="store_true", help="do not use the request cache")
 
@@ -242,6 +248,8 @@ def config_from_args(args: argparse.Namespace) -> AutoReasonConfig:
                               "--base-url the model comes from --config, --model-path or the embedded default")
     if base_url:
         key_env = {"api_key_env": args.api_key_env} if args.api_key_env else {}
+        if getattr(args, "judge_constraint", None):
+            key_env["judge_constraint"] = args.judge_constraint
         base["model"] = ModelConfig(base_url=base_url, model=args.model or "default",
                                     **key_env).model_dump(exclude_unset=True)
     elif getattr(args, "model_path", None):
@@ -253,6 +261,8 @@ def config_from_args(args: argparse.Namespace) -> AutoReasonConfig:
         "judges": getattr(args, "judges", None), "max_iterations": getattr(args, "max_iterations", None),
         "max_tokens": getattr(args, "max_tokens", None), "variant": getattr(args, "variant", None),
         "seed": getattr(args, "seed", None), "prompt_column": getattr(args, "prompt_column", None),
+        "judge_max_tokens": getattr(args, "judge_max_tokens", None),
+        "judge_quorum": getattr(args, "judge_quorum", None),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if getattr(args, "no_cache", False):
@@ -296,7 +306,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from hadron_hf.sources import bundled_prompts, check_output
 
     check_output(args.output, args.overwrite)
-    cfg = config_from_args(args).model_copy(update={"judge_max_tokens": 24})
+    cfg = config_from_args(args).model_copy(update={"judge_max_tokens": args.judge_max_tokens or 24})
     ds = bundled_prompts().shuffle(seed=cfg.seed).select(range(min(args.rows, 32)))
     print(f"Refining {len(ds)} bundled prompts on the embedded model ({cfg.model.model}), "
           f"{cfg.judges} judges, up to {cfg.max_iterations} rounds each.")

@@ -1,4 +1,20 @@
-"""The names and ``datasets.Features`` of every column ``autoreason_map`` adds, in one place."""
+"""The names and ``datasets.Features`` of every column ``autoreason_map`` adds, in one place.
+
+How far a row's labels can be trusted is in its trace:
+
+- each round of ``autoreason_trace.rounds`` has ``quorum`` (counted votes needed for a decision),
+  ``reasked`` (seats asked again, with fresh seeds, because the first asks fell short of quorum) and
+  ``undecided`` (still short after the re-ask: the incumbent stays, the round never counts toward
+  convergence and yields no preference pair). Re-asked votes follow the first asks in ``votes``, with
+  ``reask`` set. ``fail_safe`` marks the hadron variant's rule (half the panel or fewer counted: an A
+  win with zero scores, kept for parity with the original); it yields no pair either.
+- ``autoreason_trace.quality`` is ``"clean"`` when every judged round reached its quorum and no
+  fail-safe fired, ``"fail_safe"`` when any round of a hadron row was a fail-safe, and ``"undecided"``
+  when any round was undecided (the row ran out of rounds, or reached convergence, with at least one
+  round that no quorum decided). Only a ``"clean"`` row's ``converged`` rests on counted votes alone:
+  undecided rounds never count toward convergence, and a hadron row that converges through fail-safe
+  rounds says ``"fail_safe"``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +35,10 @@ ERROR = "autoreason_error"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
+QUALITY_CLEAN = "clean"
+QUALITY_UNDECIDED = "undecided"
+QUALITY_FAIL_SAFE = "fail_safe"
+
 _SCORES = {"A": Value("int32"), "B": Value("int32"), "AB": Value("int32")}
 _VOTE = {
     "judge": Value("int32"),
@@ -29,6 +49,7 @@ _VOTE = {
     "constrained": Value("bool"),
     "raw": Value("string"),
     "error": Value("string"),
+    "reask": Value("bool"),
 }
 _ROUND = {
     "iteration": Value("int32"),
@@ -43,6 +64,9 @@ _ROUND = {
     "winner": Value("string"),
     "fail_safe": Value("bool"),
     "votes_skipped": Value("int32"),
+    "undecided": Value("bool"),
+    "quorum": Value("int32"),
+    "reasked": Value("int32"),
 }
 
 OUTPUT_FEATURES = Features(
@@ -55,6 +79,7 @@ OUTPUT_FEATURES = Features(
             "iterations": Value("int32"),
             "winner_source": Value("string"),
             "rounds": List(_ROUND),
+            "quality": Value("string"),
         },
         PREFERENCE: {
             "chosen": Value("string"),

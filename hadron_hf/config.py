@@ -21,6 +21,8 @@ from hadron_hf.errors import ConfigError
 from hadron_hf.tournament import TournamentSettings
 
 Backend = Literal["openai", "llama_cpp", "mlx", "openai_sdk"]
+JudgeConstraint = Literal["auto", "gbnf", "guided_choice", "guided_regex", "structured_outputs", "json_schema",
+                          "json_object", "none"]
 
 
 class ModelConfig(BaseModel):
@@ -57,6 +59,15 @@ class ModelConfig(BaseModel):
         batch_completion_window: the provider's completion window.
         batch_max_requests: requests per batch at most (OpenAI: 50,000).
         batch_max_bytes: size of a batch input file at most (OpenAI: 200 MB).
+        judge_constraint: how an OpenAI-compatible server is told to force a well-formed ranking when
+            this model judges: ``"gbnf"`` (a llama.cpp ``grammar`` field: llama.cpp's server,
+            ``llama_cpp.server``), ``"guided_choice"`` / ``"guided_regex"`` (vLLM's ``guided_*`` fields),
+            ``"structured_outputs"`` (vLLM >= 0.10), ``"json_schema"`` (``response_format`` with a JSON
+            schema: OpenAI, Ollama, vLLM, SGLang), ``"json_object"`` (llama_cpp.server's
+            ``{"type": "json_object", "schema": ...}``) or ``"none"``. ``"auto"`` (default): ``"json_schema"``
+            for the OpenAI API itself (no ``base_url``), ``"none"`` for other servers (a field a server
+            does not know may be refused); in-process backends always constrain. See
+            ``hadron_hf.backends.constraints``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -85,6 +96,7 @@ class ModelConfig(BaseModel):
     batch_completion_window: str = "24h"
     batch_max_requests: int = Field(50_000, ge=1)
     batch_max_bytes: int = Field(200_000_000, ge=1)
+    judge_constraint: JudgeConstraint = "auto"
 
     @model_validator(mode="after")
     def _check_local_backend(self) -> ModelConfig:
@@ -168,6 +180,9 @@ class AutoReasonConfig(BaseModel):
         judge_pool: draw judges from the pool ``"round_robin"`` or at ``"random"`` (row-seeded).
         early_stop_judging: call a round's judges in waves and skip the rest once they can no longer
             change the winner (fewer calls, more sequential latency; off by default).
+        judge_quorum: counted votes a round needs to be decided (``None``: a strict majority of
+            ``judges``). Short of it, the missing seats are asked once more with fresh seeds; still
+            short, the round is undecided: the incumbent stays, no step toward convergence, no pair.
         cache: keep every completed call in the request cache, so a re-run resumes.
         cache_dir: where the cache lives (default ``$HADRON_HF_CACHE`` or ``~/.cache/hadron_hf``).
         capture_reasoning: fill the ``reasoning_traces`` column.
@@ -204,6 +219,7 @@ class AutoReasonConfig(BaseModel):
     constrain_judges: bool = True
     judge_pool: Literal["round_robin", "random"] = "round_robin"
     early_stop_judging: bool = False
+    judge_quorum: int | None = Field(None, ge=1)
     cache: bool = True
     cache_dir: str | None = None
     capture_reasoning: bool = True
@@ -211,6 +227,13 @@ class AutoReasonConfig(BaseModel):
     progress: bool = True
     overwrite_columns: bool = False
     progress_total: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_quorum(self) -> AutoReasonConfig:
+        if self.judge_quorum is not None and self.judge_quorum > self.judges:
+            raise ValueError(f"judge_quorum={self.judge_quorum} exceeds judges={self.judges}: no round could "
+                             "ever be decided")
+        return self
 
     def role_models(self) -> dict[str, ModelConfig]:
         """The model of each single role, after fallback to ``model``."""
@@ -242,6 +265,7 @@ class AutoReasonConfig(BaseModel):
             max_tokens=self.max_tokens, judge_max_tokens=self.judge_max_tokens,
             system_prompt=self.system_prompt, constrain_judges=self.constrain_judges,
             judge_pool=self.judge_pool, early_stop_judging=self.early_stop_judging,
+            judge_quorum=self.judge_quorum,
         )
 
     def cache_path(self) -> Path:

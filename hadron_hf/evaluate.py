@@ -1,7 +1,8 @@
 """Does refinement beat single-shot? A blind panel of external judges compares ``refined`` with ``draft``.
 
 Each judge sees the task and the candidates (the draft, the refined answer and optionally a
-critique-and-revise baseline made here) under its own random label order ``X1..Xn`` and ranks them.
+critique-and-revise baseline made here) under labels ``X1..Xn`` in an order counterbalanced across the
+panel (``hadron_hf.panel``) and ranks them.
 Borda points as in the paper (n for first place down to 1), refined-vs-draft win/tie/loss by the panel's
 pairwise majority, a bootstrap confidence interval of the win rate, answer lengths, a per-category
 breakdown and the judges' position bias come out as a per-row judgements dataset and a summary.
@@ -29,12 +30,13 @@ from datasets import Dataset, Features, List, Value
 
 from hadron_hf import columns as col
 from hadron_hf import prompts
-from hadron_hf.borda import BordaRule, borda_scores, parse_ranking, ranking_choices
-from hadron_hf.chat import ChatModel, SamplingParams
+from hadron_hf.borda import BordaRule, borda_scores
+from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 from hadron_hf.config import AutoReasonConfig, ModelConfig
-from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError, RankingParseError
+from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
 from hadron_hf.eval_summary import LOSS, TIE, WIN, EvalSummary, summarize
 from hadron_hf.inputs import normalize_prompt
+from hadron_hf.panel import collect_votes, draw_seats, judge_caller
 from hadron_hf.runtime import runtime_for
 from hadron_hf.tournament import RoleModels, row_seed
 
@@ -222,30 +224,17 @@ async def judge_row(index: int, row: dict[str, Any], config: AutoReasonConfig, s
 
 async def _panel(task: str, answers: dict[str, str], rng: random.Random, pool: Sequence[ChatModel],
                  config: AutoReasonConfig, settings: EvalSettings) -> list[dict[str, Any]]:
-    methods = list(answers)
-    labels = tuple(f"X{i + 1}" for i in range(len(methods)))
-    offset = rng.randrange(len(pool))
-    seats = [(j, tuple(rng.sample(methods, len(methods))), pool[(offset + j) % len(pool)], rng.getrandbits(31))
-             for j in range(settings.judges)]
-    choices = ranking_choices(labels) if config.constrain_judges else None
+    # Counterbalanced label orders (hadron_hf.panel), so a judge's position bias cancels across a panel.
+    seats = draw_seats(list(answers), settings.judges, pool, rng)
 
-    async def ballot(j: int, shown: tuple[str, ...], model: ChatModel, seed: int) -> dict[str, Any]:
-        vote: dict[str, Any] = {"judge": j, "model": "", "shown": list(shown), "ranking": [], "parsed": False,
-                                "raw": "", "error": None}
-        messages = prompts.judge_messages(task, [(labels[i], answers[m]) for i, m in enumerate(shown)],
-                                          reason_first=settings.reason_first)
-        try:
-            done = await model.chat(messages, SamplingParams(config.judge_temperature, config.judge_max_tokens,
-                                                             seed, choices))
-            vote.update(model=done.model, raw=done.text)
-            ranked = parse_ranking(done.text, labels)
-        except FatalBackendError:
-            raise
-        except (BackendError, RankingParseError) as exc:
-            return {**vote, "error": f"{type(exc).__name__}: {exc}"}
-        return {**vote, "ranking": [shown[labels.index(label)] for label in ranked], "parsed": True}
+    async def send(model: ChatModel, messages: list[Message], params: SamplingParams) -> Completion:
+        return await model.chat(messages, params)
 
-    return list(await asyncio.gather(*(ballot(*seat) for seat in seats)))
+    ask = judge_caller(task, answers, send, reason_first=settings.reason_first, temperature=config.judge_temperature,
+                       max_tokens=config.judge_max_tokens, constrain=config.constrain_judges)
+    outcome = await collect_votes(seats, ask, quorum=0, rng=rng)  # every vote is reported; no re-ask here
+    return [{"judge": v.judge, "model": v.model, "shown": list(v.shown), "ranking": list(v.ranking),
+             "parsed": v.parsed, "raw": v.raw, "error": v.error} for v in outcome.votes]
 
 
 def add_subcommand(subparsers: Any) -> None:

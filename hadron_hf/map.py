@@ -104,6 +104,7 @@ def _row_values(r: TournamentResult, capture_reasoning: bool, prices: PriceTable
             "iterations": len(r.rounds),
             "winner_source": r.winner_source,
             "rounds": [_round_value(rnd) for rnd in r.rounds],
+            "quality": r.quality,
         },
         col.PREFERENCE: {
             "chosen": pref.chosen,
@@ -140,11 +141,14 @@ def _round_value(rnd: Any) -> dict[str, Any]:
         "merge_order": list(rnd.merge_order),
         "votes": [
             {"judge": v.judge, "model": v.model, "shown": list(v.shown), "ranking": list(v.ranking),
-             "parsed": v.parsed, "constrained": v.constrained, "raw": v.raw, "error": v.error}
+             "parsed": v.parsed, "constrained": v.constrained, "raw": v.raw, "error": v.error, "reask": v.reask}
             for v in rnd.votes
         ],
         "scores": dict(rnd.scores),
         "winner": rnd.winner,
         "fail_safe": rnd.fail_safe,
         "votes_skipped": rnd.votes_skipped,
+        "undecided": rnd.undecided,
+        "quorum": rnd.quorum,
+        "reasked": rnd.reasked,
     }

@@ -98,9 +98,10 @@ def filter_pairs(pairs: list[Pair], min_margin: float | None = None, drop_ties: 
 
 
 def decisive_rounds(row: Row) -> list[Row]:
-    """Rounds that counted votes decided (not a NO FLAWS exit, not a fail-safe)."""
+    """Rounds that a quorum of counted votes decided (not a NO FLAWS exit, a fail-safe or undecided)."""
     return [r for r in row[col.TRACE]["rounds"]
-            if not r["no_flaws"] and not r["fail_safe"] and any(v["parsed"] for v in r["votes"])]
+            if not r["no_flaws"] and not r["fail_safe"] and not r.get("undecided")
+            and any(v["parsed"] for v in r["votes"])]
 
 
 def _all_pairs(row: Row) -> list[Pair] | str:

@@ -59,12 +59,12 @@ def build_backend(cfg: ModelConfig, store_path: str | os.PathLike[str] | None = 
         from hadron_hf.backends.openai import OpenAIChatModel
 
         return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body,
-                               max_concurrency=cfg.max_concurrency)
+                               max_concurrency=cfg.max_concurrency, judge_constraint=cfg.judge_constraint)
     if cfg.backend == "openai_sdk":
         from hadron_hf.backends.openai_sdk import OpenAISDKChatModel
 
         return OpenAISDKChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body,
-                                  max_concurrency=cfg.max_concurrency)
+                                  max_concurrency=cfg.max_concurrency, judge_constraint=cfg.judge_constraint)
     # In-process models are expensive to load and serialise their own calls: one per process.
     key = (os.getpid(), cfg.identity())
     if key not in _LOCAL_MODELS:

@@ -21,14 +21,16 @@ from hadron_hf.borda import (
     BordaRule,
     borda_scores,
     borda_winner,
-    parse_ranking,
-    ranking_choices,
     winner_is_locked,
 )
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
-from hadron_hf.errors import BackendError, FatalBackendError, RankingParseError
+from hadron_hf.panel import PanelOutcome, Vote, collect_votes, default_quorum, draw_seats, judge_caller
+
+__all__ = ["CallRecord", "Preference", "RoleModels", "Round", "TournamentResult", "TournamentSettings", "Vote",
+           "row_seed", "run_tournament"]
 
 Variant = Literal["paper", "hadron"]
+Quality = Literal["clean", "undecided", "fail_safe"]
 Role = Literal["teacher", "critic", "author_b", "synthesizer", "judge"]
 
 
@@ -49,6 +51,12 @@ class TournamentSettings:
     constrain_judges: bool = True
     judge_pool: Literal["round_robin", "random"] = "round_robin"
     early_stop_judging: bool = False
+    judge_quorum: int | None = None
+
+    @property
+    def quorum(self) -> int:
+        """Counted votes a round needs to be decided (``judge_quorum``, default a strict majority)."""
+        return self.judge_quorum if self.judge_quorum is not None else default_quorum(self.judges)
 
 
 @dataclass(frozen=True)
@@ -68,22 +76,14 @@ class RoleModels:
 
 
 @dataclass(frozen=True)
-class Vote:
-    """One judge's ballot. ``shown[i]`` is the candidate behind ``LABELS[i]``; ``ranking`` is best first."""
-
-    judge: int
-    model: str
-    shown: tuple[str, ...]
-    raw: str
-    ranking: tuple[str, ...]
-    parsed: bool
-    constrained: bool
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class Round:
-    """One iteration of the tournament."""
+    """One iteration of the tournament.
+
+    ``votes`` lists the first asks in seat order, then any re-asks. ``undecided``: the counted votes
+    stayed short of ``quorum`` even after re-asking the missing seats, so the incumbent stays without
+    winning (``scores`` still sum the counted votes). ``fail_safe``: the hadron variant's rule fired (half
+    the panel or fewer counted), an A win with zero scores. Neither yields a preference pair.
+    """
 
     iteration: int
     a: str
@@ -97,11 +97,14 @@ class Round:
     winner: str
     fail_safe: bool
     votes_skipped: int = 0
+    undecided: bool = False
+    quorum: int = 0
+    reasked: int = 0
 
     @property
     def decisive(self) -> bool:
-        """Whether counted votes decided this round (not a no-flaws exit or a fail-safe)."""
-        return not self.no_flaws and not self.fail_safe and any(v.parsed for v in self.votes)
+        """Whether counted votes decided this round (not a no-flaws exit, a fail-safe or undecided)."""
+        return not self.no_flaws and not self.fail_safe and not self.undecided and any(v.parsed for v in self.votes)
 
     def text_of(self, candidate: str) -> str:
         """The text of candidate ``A``, ``B`` or ``AB`` in this round."""
@@ -152,6 +155,20 @@ class TournamentResult:
     calls: tuple[CallRecord, ...]
     preference: Preference
 
+    @property
+    def quality(self) -> Quality:
+        """How far the row's labels can be trusted.
+
+        ``"fail_safe"``: some round was a hadron fail-safe (an A win no counted majority backs);
+        ``"undecided"``: some judged round stayed short of quorum after its re-ask; ``"clean"``: every
+        judged round was decided by a quorum of counted votes.
+        """
+        if any(r.fail_safe for r in self.rounds):
+            return "fail_safe"
+        if any(r.undecided for r in self.rounds):
+            return "undecided"
+        return "clean"
+
 
 def row_seed(seed: int, content: str) -> int:
     """A 63-bit seed from the config seed and the row's content, independent of batch order."""
@@ -195,14 +212,15 @@ async def run_tournament(
         task: the user's conversation (one or more messages, no system message needed).
         models: the model for each role.
         settings: variant, panel size, convergence and sampling settings.
-        rng: this row's random source (see ``row_seed``); every label shuffle and call seed comes from it.
+        rng: this row's random source (see ``row_seed``); every label order and call seed comes from it.
 
     Returns:
-        The draft, the refined answer, every round and call, and the preference pair.
+        The draft, the refined answer, every round and call, and the preference pair. An undecided
+        round keeps the incumbent but neither extends nor breaks its streak toward convergence.
 
     Raises:
         BackendError: a teacher, critic, author or synthesizer call failed for good. A failed judge
-            call only drops that vote.
+            call is a missing vote (the panel's quorum and re-ask handle it).
     """
     row = _Row(models, settings, rng)
     rule = RULES[settings.variant]
@@ -214,6 +232,8 @@ async def run_tournament(
     for iteration in range(1, settings.max_iterations + 1):
         rnd = await _play_round(row, iteration, text, incumbent)
         rounds.append(rnd)
+        if rnd.undecided:
+            continue  # the incumbent stays, but no vote said it should: no step toward convergence
         if rnd.winner == "A":
             streak += 1
         else:
@@ -250,55 +270,76 @@ async def _play_round(row: _Row, iteration: int, task: str, a: str) -> Round:
         versions = [(LABELS[i], texts[c]) for i, c in enumerate(merge_order)]
         ab = (await row.call("synthesizer", iteration, m.synthesizer, prompts.merge_messages(task, versions),
                              s.temperature, s.max_tokens)).text
-    votes, skipped = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab})
+    outcome = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab})
     rule = RULES[s.variant]
-    counted = [v.ranking for v in votes if v.parsed]
-    fail_safe = hadron and len(counted) <= s.judges / 2
+    counted = outcome.counted
+    fail_safe = _fail_safe(s, outcome.votes)
+    undecided = not fail_safe and not outcome.reached
     scores = dict.fromkeys(CANDIDATES, 0) if fail_safe else borda_scores(counted, rule)
-    winner = "A" if fail_safe else borda_winner(scores, rule)
-    return Round(iteration, a, critique, b, ab, False, merge_order, votes, scores, winner, fail_safe, skipped)
+    winner = "A" if fail_safe or undecided else borda_winner(scores, rule)
+    return Round(iteration, a, critique, b, ab, False, merge_order, outcome.votes, scores, winner, fail_safe,
+                 outcome.skipped, undecided, outcome.quorum, outcome.reasked)
 
 
-async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) -> tuple[tuple[Vote, ...], int]:
-    """The panel's votes and how many seats early stopping skipped."""
+def _fail_safe(s: TournamentSettings, votes: Sequence[Vote]) -> bool:
+    """Hadron's rule: half the panel or fewer counted on the first ask (it never re-asks)."""
+    return s.variant == "hadron" and sum(v.parsed for v in votes if not v.reask) <= s.judges / 2
+
+
+async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) -> PanelOutcome:
+    """Ask the panel: every seat drawn up front, then waves, quorum and the one re-ask."""
     s = row.settings
-    pool = row.models.judges
-    offset = row.rng.randrange(len(pool))
-    panel = []
-    for j in range(s.judges):
-        shown = tuple(row.rng.sample(CANDIDATES, len(CANDIDATES)))
-        model = pool[(offset + j) % len(pool)] if s.judge_pool == "round_robin" else row.rng.choice(pool)
-        panel.append((j, shown, model, row.rng.getrandbits(31)))
-    # Every seat is drawn above, so early stopping never changes what the judges it does call see.
-    votes: list[Vote] = []
-    while len(votes) < len(panel):
-        size = _wave_size(votes, len(panel), s.variant) if s.early_stop_judging else len(panel)
-        wave = panel[len(votes) : len(votes) + size]
-        votes.extend(await asyncio.gather(*(_vote(row, iteration, task, texts, *seat) for seat in wave)))
-        if s.early_stop_judging and _settled(votes, len(panel), s.variant):
-            break
-    return tuple(votes), len(panel) - len(votes)
+    seats = draw_seats(CANDIDATES, s.judges, row.models.judges, row.rng, s.judge_pool)
+
+    async def send(model: ChatModel, messages: list[Message], params: SamplingParams) -> Completion:
+        return await row.send("judge", iteration, model, messages, params)
+
+    ask = judge_caller(task, texts, send, reason_first=s.variant == "paper", temperature=s.judge_temperature,
+                       max_tokens=s.judge_max_tokens, constrain=s.constrain_judges)
+    return await collect_votes(seats, ask, quorum=s.quorum, rng=row.rng,
+                               early_stop=_Waves(s.variant, s.quorum) if s.early_stop_judging else None,
+                               may_reask=lambda votes: not _fail_safe(s, votes))
 
 
-def _settled(votes: Sequence[Vote], panel: int, variant: Variant) -> bool:
-    """Whether the votes still to come can no longer change the round's winner or its fail-safe flag."""
+@dataclass(frozen=True)
+class _Waves:
+    """Early-stopped judging for one variant and quorum (see ``panel.EarlyStop``)."""
+
+    variant: Variant
+    quorum: int
+
+    def settled(self, votes: Sequence[Vote], panel: int) -> bool:
+        return _settled(votes, panel, self.variant, self.quorum)
+
+    def wave(self, votes: Sequence[Vote], panel: int) -> int:
+        return _wave_size(votes, panel, self.variant, self.quorum)
+
+
+def _settled(votes: Sequence[Vote], panel: int, variant: Variant, quorum: int) -> bool:
+    """Whether the votes still to come can no longer change the round's winner, fail-safe or quorum.
+
+    A round short of quorum re-asks exactly the seats whose votes did not count, so it is never settled
+    before every seat has answered: which seats are missing is part of its outcome.
+    """
     rule, left = RULES[variant], panel - len(votes)
     counted = [v.ranking for v in votes if v.parsed]
     if variant == "hadron":
         if len(counted) + left <= panel / 2:
-            return True  # the fail-safe will fire whatever the rest say
+            return True  # the fail-safe will fire whatever the rest say (and it never re-asks)
         if len(counted) <= panel / 2:
             return False  # whether the fail-safe fires is still open
+    if len(counted) < quorum:
+        return False
     return winner_is_locked(borda_scores(counted, rule), left, rule)
 
 
-def _wave_size(votes: Sequence[Vote], panel: int, variant: Variant) -> int:
+def _wave_size(votes: Sequence[Vote], panel: int, variant: Variant, quorum: int) -> int:
     """The fewest further votes after which the round could be settled (calling fewer cannot save a call).
 
     A vote moves any two candidates' gap by at most the Borda swing, so a candidate can only become
     locked after ``t`` more votes if its gap to every rival plus ``t`` swings covers the ``left - t``
-    swings still to come; the hadron variant also needs a parsed majority, or enough failures to
-    make the fail-safe certain.
+    swings still to come; it also needs the quorum, and the hadron variant a parsed majority, or enough
+    failures to make the fail-safe certain.
     """
     rule, left = RULES[variant], panel - len(votes)
     counted = [v.ranking for v in votes if v.parsed]
@@ -314,30 +355,11 @@ def _wave_size(votes: Sequence[Vote], panel: int, variant: Variant) -> int:
                 return True
             if len(counted) + t <= panel / 2:
                 return False
+        if len(counted) + t < quorum:
+            return False
         return any(all(holds(c, r, t) for r in rule.tie_order if r != c) for c in rule.tie_order)
 
     return next((t for t in range(1, left) if could_lock(t)), left)
-
-
-async def _vote(row: _Row, iteration: int, task: str, texts: dict[str, str], judge: int,
-                shown: tuple[str, ...], model: ChatModel, seed: int) -> Vote:
-    s = row.settings
-    labelled = [(LABELS[i], texts[c]) for i, c in enumerate(shown)]
-    messages = prompts.judge_messages(task, labelled, reason_first=s.variant == "paper")
-    choices = ranking_choices() if s.constrain_judges else None
-    params = SamplingParams(s.judge_temperature, s.judge_max_tokens, seed, choices)
-    try:
-        done = await row.send("judge", iteration, model, messages, params)
-    except FatalBackendError:
-        raise
-    except BackendError as exc:
-        return Vote(judge, "", shown, "", (), False, False, f"{type(exc).__name__}: {exc}")
-    try:
-        labels = parse_ranking(done.text)
-    except RankingParseError as exc:
-        return Vote(judge, done.model, shown, done.text, (), False, done.constrained, str(exc))
-    ranking = tuple(shown[LABELS.index(label)] for label in labels)
-    return Vote(judge, done.model, shown, done.text, ranking, True, done.constrained)
 
 
 def _preference(rounds: Sequence[Round], draft: str, refined: str, rule: BordaRule) -> Preference:

@@ -38,14 +38,17 @@ def writer() -> ScriptedChatModel:
 class RecordedPanel:
     """Judges replaying a recorded panel: seat ``j`` answers ``seats[j]`` in whatever labels it is shown.
 
-    Seats are taken in call order; ``asyncio.gather`` starts a wave's calls in seat order.
+    Seats are taken in call order; ``asyncio.gather`` starts a wave's calls in seat order. Calls past the
+    panel are re-asks of the missing seats, answered from ``reasks`` in order (unparseable when it runs out).
     """
 
     seats: Sequence[Seat]
+    reasks: Sequence[Seat] = ()
     seeds: list[int | None] = field(default_factory=list)
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        seat = self.seats[len(self.seeds)]
+        n, panel = len(self.seeds), len(self.seats)
+        seat = self.seats[n] if n < panel else (self.reasks[n - panel] if n - panel < len(self.reasks) else None)
         self.seeds.append(params.seed)
         await asyncio.sleep(0)
         if seat == FAILED:
@@ -80,12 +83,16 @@ def random_panel(rng: random.Random, judges: int, consensus: bool) -> list[Seat]
     return seats
 
 
-def outcome(seats: Sequence[Seat], judges: int, variant: str) -> tuple[str, bool]:
-    """The full-panel (winner, fail_safe) straight from the rules, independent of the tournament code."""
+def outcome(seats: Sequence[Seat], judges: int, variant: str) -> tuple[str, bool, tuple[int, ...]]:
+    """The full-panel (winner, fail_safe, re-asked seats) straight from the rules, independent of the
+    tournament code. Short of a majority quorum the missing seats are re-asked (never after a hadron
+    fail-safe); a recorded panel has nothing new to say, so such a round stays undecided and A stays."""
     counted = [s for s in seats if isinstance(s, tuple)]
     if variant == "hadron" and len(counted) <= judges / 2:
-        return "A", True
-    return borda_winner(borda_scores(counted, RULES[variant]), RULES[variant]), False
+        return "A", True, ()
+    if len(counted) < judges // 2 + 1:
+        return "A", False, tuple(i for i, s in enumerate(seats) if not isinstance(s, tuple))
+    return borda_winner(borda_scores(counted, RULES[variant]), RULES[variant]), False, ()
 
 
 def settled(prefix: Sequence[Seat], judges: int, variant: str) -> bool:
@@ -100,12 +107,16 @@ async def check_same_outcome(panel: Sequence[Seat], variant: str, seed: int) -> 
     """Assert early stopping keeps the full panel's outcome and labels; return (calls made, seats)."""
     full, everyone = await replay(panel, variant, False, seed)
     cut, judges = await replay(panel, variant, True, seed)
-    assert (cut.winner, cut.fail_safe, cut.decisive) == (full.winner, full.fail_safe, full.decisive), panel
-    called = len(cut.votes)
-    assert cut.votes == full.votes[:called], "the judges called saw exactly what the full panel saw"
+    assert (cut.winner, cut.fail_safe, cut.decisive, cut.undecided) == (
+        full.winner, full.fail_safe, full.decisive, full.undecided), panel
+    called = len(cut.votes) - cut.reasked
+    assert cut.votes[:called] == full.votes[:called], "the judges called saw exactly what the full panel saw"
+    assert cut.votes[called:] == full.votes[len(panel):], "the same re-asks"
     assert cut.votes_skipped == len(panel) - called and full.votes_skipped == 0
-    assert judges.seeds == everyone.seeds[:called], "the same call seeds, drawn up front"
-    assert (full.winner, full.fail_safe) == outcome(panel, len(panel), variant)
+    assert judges.seeds == everyone.seeds[:called] + everyone.seeds[len(panel):], "the same call seeds"
+    reasked = tuple(v.judge for v in full.votes[len(panel):])
+    assert (full.winner, full.fail_safe, reasked) == outcome(panel, len(panel), variant)
+    assert full.undecided == (reasked != ())
     # It stops at the first prefix whose outcome nothing can change: never too early, never a wasted call.
     assert all(not settled(panel[:k], len(panel), variant) for k in range(called))
     assert called == len(panel) or settled(panel[:called], len(panel), variant)
@@ -157,6 +168,7 @@ async def test_hadron_certain_fail_safe_stops_and_open_fail_safe_does_not() -> N
 async def test_paper_all_unparseable_never_stops_early() -> None:
     cut, _ = await replay([None] * 5, "paper", True, seed=0)
     assert cut.votes_skipped == 0 and cut.winner == "A" and not cut.decisive
+    assert cut.undecided and cut.reasked == 5 and cut.quorum == 3
 
 
 def test_default_off_and_trace_column_through_map(server: FakeOpenAIServer, cache_dir: str) -> None:

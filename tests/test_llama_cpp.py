@@ -75,6 +75,15 @@ async def test_choices_constrain_every_reply(model: LlamaCppChatModel) -> None:
     assert all(r.text in RANKINGS and r.constrained for r in replies), [r.text for r in replies]
 
 
+async def test_reasoning_judges_write_text_then_a_ranking_line(model: LlamaCppChatModel) -> None:
+    # The paper variant's judges reason first: the grammar allows bounded text, then the ranking line.
+    params = SamplingParams(temperature=1.0, max_tokens=48, seed=2, choices=RANKINGS, choices_after_text=True)
+    reply = await model.chat(JUDGE[:1] + [{"role": "user", "content": JUDGE[1]["content"] + " Explain first."}],
+                             params)
+    assert reply.constrained and reply.text.splitlines()[-1] in RANKINGS
+    assert reply.completion_tokens <= 48
+
+
 async def test_choices_with_characters_that_need_escaping(model: LlamaCppChatModel) -> None:
     odd = 'say "hi" \\ then\n\ttab, é and 😀'
     reply = await model.chat(ask("Say something."), SamplingParams(temperature=1.0, seed=3, choices=(odd,)))

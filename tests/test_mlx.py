@@ -125,6 +125,23 @@ async def test_choices_force_a_well_formed_ranking_on_concurrent_calls(tiny_mode
 
 
 @needs_mlx
+@pytest.mark.parametrize("max_tokens", [6, 40], ids=["no-room", "room-to-reason"])
+async def test_reasoning_judges_write_free_text_then_a_ranking_line(tiny_model: str, max_tokens: int) -> None:
+    from hadron_hf.backends.mlx import MlxChatModel
+
+    chat_model = MlxChatModel(tiny_model)
+    choices = ranking_choices()
+    done = [await chat_model.chat(HELLO, SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=s,
+                                                        choices=choices, choices_after_text=True))
+            for s in range(4)]
+    chat_model.close()
+    # Random weights never choose to stop: the free text runs to its budget, then the line is forced.
+    assert all(d.constrained and d.text.splitlines()[-1] in choices for d in done)
+    if max_tokens > 20:
+        assert all(len(d.text.splitlines()[-1]) < len(d.text) for d in done)  # free text came first
+
+
+@needs_mlx
 async def test_close_frees_the_model_and_a_later_call_reloads_it(tiny_model: str) -> None:
     from hadron_hf.backends.mlx import MlxChatModel
 

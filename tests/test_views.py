@@ -51,9 +51,17 @@ def make_refined(url: str) -> Dataset:
                                  for v in ("paper", "hadron")])
 
 
+def positional_on_some(role: str, messages: list[dict[str, str]], body: dict[str, Any]) -> str | None:
+    """Judges of two prompts rank by position only; counterbalanced labels turn that into exact ties,
+    so the refined set always holds tied (zero-margin) pairs for the filters to drop."""
+    if role == "judge" and any(f"topic {i} " in messages[-1]["content"] for i in (3, 7)):
+        return "RANKING: X1 > X2 > X3"
+    return None
+
+
 @pytest.fixture(scope="module")
 def refined() -> Iterator[Dataset]:
-    with FakeOpenAIServer(latency=0.002, reasoning="reasoning") as srv:
+    with FakeOpenAIServer(latency=0.002, reasoning="reasoning", responder=positional_on_some) as srv:
         yield make_refined(srv.url)
 
 

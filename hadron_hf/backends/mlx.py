@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from hadron_hf.backends._worker import SerialWorker
+from hadron_hf.backends.constraints import honoured
 from hadron_hf.chat import Completion, Message, SamplingParams, split_reasoning
 from hadron_hf.errors import ConfigError, FatalBackendError, ModelNotFoundError, RequestRejectedError, ServerError
 
@@ -72,10 +73,12 @@ class MlxChatModel:
             messages: the conversation, rendered with the tokenizer's chat template.
             params: sampling settings. ``seed`` makes the call repeatable. With ``choices`` set, a logits
                 processor lets only the tokens of those strings through, and ``max_tokens`` is raised, if
-                needed, so that the longest choice fits.
+                needed, so that the longest choice fits. With ``choices_after_text`` too, the reply is
+                free text until its last line starts like a choice (or the tokens left are just enough
+                for one), and that line is then completed to a choice.
 
         Returns:
-            The completion; ``constrained`` is true when ``choices`` was set and the reply is one of them.
+            The completion; ``constrained`` is true when ``choices`` was set and the reply satisfies it.
 
         Raises:
             RequestRejectedError: the chat template refused the messages, or the prompt exceeds the
@@ -136,8 +139,11 @@ class MlxChatModel:
         processors = []
         if params.choices is not None:
             allowed = [tokenizer.encode(c, add_special_tokens=False) for c in dict.fromkeys(params.choices)]
-            max_tokens = max(max_tokens, max(len(seq) for seq in allowed) + 1)
-            processors.append(_choices_processor(allowed, sorted(tokenizer.eos_token_ids), len(prompt)))
+            tail = max(len(tokenizer.encode("\n" + c, add_special_tokens=False)) for c in params.choices)
+            max_tokens = max(max_tokens, max(len(seq) for seq in allowed) + 1, tail + 2)
+            eos = sorted(tokenizer.eos_token_ids)
+            processors.append(_after_text_processor(tokenizer, params.choices, eos, len(prompt), max_tokens - tail - 1)
+                              if params.choices_after_text else _choices_processor(allowed, eos, len(prompt)))
         text, completion_tokens = "", 0
         try:
             for step in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens,
@@ -149,9 +155,11 @@ class MlxChatModel:
             raise RequestRejectedError(f"mlx-lm rejected the request: {exc}") from exc
         except RuntimeError as exc:  # Metal or allocator failures
             raise ServerError(f"mlx failed while generating: {exc}") from exc
-        if params.choices is not None:
+        if params.choices is not None and not params.choices_after_text:
             # The processor admits no <think> block, and stripping could break an exact match with a choice.
-            answer, reasoning, constrained = text, None, text in params.choices
+            answer, reasoning, constrained = text, None, honoured(text, params)
+        elif params.choices is not None:
+            (answer, reasoning), constrained = split_reasoning(text), honoured(text, params)
         else:
             (answer, reasoning), constrained = split_reasoning(text), False
         return Completion(answer, reasoning, prompt_tokens=len(prompt), completion_tokens=completion_tokens,
@@ -192,3 +200,49 @@ def _choices_processor(choices: list[list[int]], eos: list[int],
         return logits + mask
 
     return process
+
+
+def _after_text_processor(tokenizer: Any, choices: Sequence[str], eos: list[int], n_prompt: int,
+                          free_tokens: int) -> Callable[[mx.array, mx.array], mx.array]:
+    """A logits processor for free text whose last line must be one of ``choices``.
+
+    Free text may not end the reply. A line that starts with the choices' common prefix (``RANKING: ``)
+    and still matches one of them is completed to a choice; after ``free_tokens`` tokens a newline and a
+    choice are forced. Text-level, so it holds whatever tokens the model chose for the line's start.
+    """
+    import mlx.core as mx
+
+    unique = list(dict.fromkeys(choices))
+    common = _common_prefix(unique)
+
+    def first_tokens(remainders: list[str]) -> set[int]:
+        return {tokenizer.encode(r, add_special_tokens=False)[0] for r in remainders if r}
+
+    def process(tokens: mx.array, logits: mx.array) -> mx.array:
+        done = cast(list[int], tokens[n_prompt:].tolist())
+        text = tokenizer.decode(done) if done else ""
+        line = text.rsplit("\n", 1)[-1]
+        matching = [c for c in unique if c.startswith(line)]
+        if line in unique:
+            allowed = set(eos)
+        elif line and matching and line.startswith(common):
+            allowed = first_tokens([c[len(line):] for c in matching])
+        elif len(done) >= free_tokens:
+            partial = line and matching
+            allowed = first_tokens([c[len(line):] for c in matching] if partial
+                                   else [(c if not text or text.endswith("\n") else "\n" + c) for c in unique])
+        else:
+            mask = mx.zeros(logits.shape, dtype=logits.dtype)
+            mask[..., mx.array(eos)] = -mx.inf
+            return logits + mask
+        mask = mx.full(logits.shape, -mx.inf, dtype=logits.dtype)
+        mask[..., mx.array(sorted(allowed))] = 0
+        return logits + mask
+
+    return process
+
+
+def _common_prefix(texts: Sequence[str]) -> str:
+    first, last = min(texts), max(texts)
+    n = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), min(len(first), len(last)))
+    return first[:n]

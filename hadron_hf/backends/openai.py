@@ -12,11 +12,13 @@ import asyncio
 import json
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from hadron_hf.backends import constraints
 from hadron_hf.backends._http import (
     DEFAULT_BASE_URL,
     endpoint_label,
@@ -45,11 +47,14 @@ class OpenAIChatModel:
         timeout: seconds per call, connecting included.
         extra_body: extra JSON fields for every request (they override the ones built here).
         max_concurrency: most connections open at once (``ModelConfig.max_concurrency``).
+        judge_constraint: how the server is told to force a ranking (``ModelConfig.judge_constraint``).
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
-                 extra_body: Mapping[str, Any] | None = None, *, max_concurrency: int = 64) -> None:
+                 extra_body: Mapping[str, Any] | None = None, *, max_concurrency: int = 64,
+                 judge_constraint: str = "auto") -> None:
         self.model = model
+        self._constraint = constraints.resolve_mode(judge_constraint, base_url)
         self.base_url = base_url
         self._extra_body = dict(extra_body or {})
         self._secret = api_key
@@ -78,6 +83,8 @@ class OpenAIChatModel:
                                 "temperature": params.temperature, "max_tokens": params.max_tokens}
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.choices is not None:
+            body.update(constraints.request_fields(params, self._constraint))
         if self._extra_body:
             body.update(self._extra_body)
         return body
@@ -94,7 +101,11 @@ class OpenAIChatModel:
         status, raw, headers = await self._send(self._request_body(messages, params))
         if not 200 <= status < 300:
             raise status_error(status, raw, headers, self._where, self._secret)
-        return parse_completion(raw, self.model, self._where, self._secret)
+        done = parse_completion(raw, self.model, self._where, self._secret)
+        if params.choices is None:
+            return done
+        text = constraints.decode_reply(done.text, params, self._constraint)
+        return replace(done, text=text, constrained=self._constraint != "none" and constraints.honoured(text, params))
 
     async def _send(self, body: dict[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
         """POST ``body``; returns the status, body bytes and headers, or raises one of our errors."""

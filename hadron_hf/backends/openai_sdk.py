@@ -8,7 +8,7 @@ the client CPU per call of the default transport, so use it only for a provider 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -37,8 +37,10 @@ class OpenAISDKChatModel(OpenAIChatModel):
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
-                 extra_body: Mapping[str, Any] | None = None, *, max_concurrency: int = 64) -> None:
-        super().__init__(model, base_url, api_key, timeout, extra_body, max_concurrency=max_concurrency)
+                 extra_body: Mapping[str, Any] | None = None, *, max_concurrency: int = 64,
+                 judge_constraint: str = "auto") -> None:
+        super().__init__(model, base_url, api_key, timeout, extra_body, max_concurrency=max_concurrency,
+                         judge_constraint=judge_constraint)
         self._client = openai.AsyncOpenAI(base_url=base_url or DEFAULT_BASE_URL, api_key=api_key or "not-needed",
                                           timeout=timeout, max_retries=0)
 
