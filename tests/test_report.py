@@ -190,14 +190,14 @@ def test_histograms_draw_every_bin_with_labelled_axes(forty: tuple[Dataset, dict
     margin_svg = page.split("Final Borda margin</figcaption>")[1].split("</svg>")[0]
     assert margin_svg.count('class="bar"') == 7  # 0..6 for a panel of 3, empty bins included
     ok = ds["autoreason_status"].count("ok")
-    assert ok == 38 and f"of {ok} ok rows" in doc.text
+    assert ok == 38 and f"/ {ok} (" in doc.text and "ok rows where A won the last k rounds" in doc.text
 
 
 def test_input_columns_with_few_values_become_filters(forty: tuple[Dataset, dict[str, Any]]) -> None:
     ds, run = forty
     doc = parse(render_report(ds, run=run))
     selects = {a.get("data-col"): a for t, a in doc.tags if t == "select" and a.get("data-col")}
-    assert set(selects) == {"category"}  # ``id`` has a value per row: searchable, not a filter
+    assert set(selects) == {"category"}  # ``id`` has a value per row: searchable, not a drop-down
     options = [a["value"] for t, a in doc.tags if t == "option" and (a.get("value") or "").startswith("=")]
     assert sorted(options) == sorted(f"={c}" for c in ("explain", "code", "math", "advice", "creative"))
     assert doc.json("rows-meta")["extra"] == ["id", "category"]

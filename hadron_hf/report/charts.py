@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from hadron_hf.report.stats import Bins
 
-PALETTE = {"rows": "#4c78a8", "draft": "#9aa7c7", "refined": "#4c78a8", "A": "#8c8c8c", "B": "#f58518",
+PALETTE = {"rows": "#4c78a8", "draft": "#9aa7c7", "final": "#4c78a8", "A": "#8c8c8c", "B": "#f58518",
            "AB": "#54a24b", "undecided": "#e45756", "fail-safe": "#b279a2", "no flaws": "#72b7b2"}
 _W, _H = 520, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 22, 48

@@ -58,7 +58,7 @@ def filter_values(rows: Sequence[dict[str, Any]], extra: Sequence[str]) -> dict[
     for name in extra:
         counts = Counter(cell_text(r.get(name)) for r in rows)
         # A column with a value per row (an id) is for search, not a drop-down.
-        if len(counts) <= min(MAX_FILTER_VALUES, max(1, len(rows) // 2)):
+        if len(counts) <= MAX_FILTER_VALUES and len(counts) < len(rows):
             found[name] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return found
 

@@ -164,7 +164,7 @@ def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo) -> s
     share = f" ({converged / len(ok_rows):.0%})" if ok_rows else ""
     cards = [
         ("rows", f"{s.rows:,}", f"{s.ok:,} ok · {s.errors:,} errors"),
-        ("converged", f"{converged:,} of {len(ok_rows):,} ok rows{share}", "A won the last k rounds"),
+        ("converged", f"{converged:,} / {len(ok_rows):,}{share}", "ok rows where A won the last k rounds"),
         ("quality", f"{quality['clean']:,} clean", f"{quality['undecided']:,} undecided · "
                                                      f"{quality['fail_safe']:,} fail-safe"),
         ("mean rounds", f"{s.mean_iterations:.2f}", f"over {len(ok_rows):,} ok rows"),
@@ -176,7 +176,11 @@ def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo) -> s
     ]
     grid = "".join(f'<div class="card"><span class="k">{_e(k)}</span><b title="{_e(v)}">{_e(v)}</b>'
                    f'<span class="k">{_e(sub)}</span></div>' for k, v, sub in cards)
-    return f'<div class="cards">{grid}</div><div class="charts">{"".join(_charts(ok_rows, info))}</div>'
+    warn = ""
+    if judge_stats(rows).shown_order_warning:
+        warn = ('<p class="warnbox">⚠ Most judge votes repeat the order the candidates were shown in: the round '
+                'winners below may reflect label positions, not quality. See <a href="#judges">Judges</a>.</p>')
+    return f'{warn}<div class="cards">{grid}</div><div class="charts">{"".join(_charts(ok_rows, info))}</div>'
 
 
 def _charts(ok_rows: Sequence[dict[str, Any]], info: RunInfo) -> list[str]:
@@ -185,7 +189,7 @@ def _charts(ok_rows: Sequence[dict[str, Any]], info: RunInfo) -> list[str]:
     # Both Borda rules give the best and the worst of three candidates 2 points apart per judge.
     margin_top = 2 * info.panel if info.panel else 0
     lengths = even_bins({"draft": [float(len(r.get(col.DRAFT) or "")) for r in ok_rows],
-                         "refined": [float(len(r.get(col.REFINED) or "")) for r in ok_rows]}, "answer length (characters)")
+                         "final": [float(len(r.get(col.REFINED) or "")) for r in ok_rows]}, "answer length (characters)")
     return [
         bar_chart("Rounds per row", integer_bins(iterations, 1, info.max_iterations or 1, "rows", "rounds played"),
                   "rows", "ok rows only"),

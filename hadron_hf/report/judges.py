@@ -43,7 +43,7 @@ def judges_section(s: JudgeStats, info: RunInfo) -> str:
     Returns:
         A heading, a warning when votes look positional, and the tables.
     """
-    parts = ["<h2>Judges: can the verdicts be trusted?</h2>"]
+    parts = ['<h2 id="judges">Judges: can the verdicts be trusted?</h2>']
     if not s.votes:
         parts.append('<p class="muted">No judge votes in these rows (no round was judged).</p>')
         return "".join(parts)

@@ -109,11 +109,11 @@
     var n = r.w.length, shown = [];
     for (var k = 0; k < n; k++) if (n <= 6 || k < 2 || k >= n - 3) shown.push(k);
     shown.forEach(function (k, j) {
-      if (j) add(into, el("span", "arrow", k - shown[j - 1] > 1 ? "→ … →" : "→"));
+      if (j) add(into, el("span", "arrow", k - shown[j - 1] > 1 ? " → … → " : " → "));
       step(into, r, k);
     });
     into.title = "round winners: " + r.w.join(" → ");
-    if (r.s === "ok") add(into, el("span", r.c ? "conv" : "capped", r.c ? "converged" : "not converged"));
+    if (r.s === "ok") add(into, el("span", r.c ? "conv" : "capped", " " + (r.c ? "converged" : "not converged")));
   }
   function rowEl(r) {
     var d = el("details", "row");
@@ -133,7 +133,9 @@
     var p = add(s, el("span", "c-p"));
     if (r.e) add(p, el("span", "errtxt", "error: " + r.e + " · "));
     META.extra.slice(0, 3).forEach(function (name, k) {
-      if (r.x[k]) add(p, el("span", "chip", r.x[k].slice(0, 32))).title = name + ": " + r.x[k];
+      if (!r.x[k]) return;
+      add(p, el("span", "chip", r.x[k].slice(0, 32))).title = name + ": " + r.x[k];
+      add(p, document.createTextNode(" "));
     });
     add(p, document.createTextNode(r.p));
     add(d, el("div", "body"));
@@ -157,8 +159,12 @@
     var L = new Uint32Array((N + 1) * W), i, j;
     for (i = N - 1; i >= 0; i--) for (j = M - 1; j >= 0; j--)
       L[i * W + j] = A[i] === B[j] ? L[(i + 1) * W + j + 1] + 1 : Math.max(L[(i + 1) * W + j], L[i * W + j + 1]);
-    var ops = [], kept = p + q;
-    function push(op, t) { var last = ops[ops.length - 1]; if (last && last[0] === op) last[1] += t; else ops.push([op, t]); }
+    var ops = [], kept = p + q, added = 0, removed = 0;
+    function push(op, t) {
+      if (op !== "=" && /\S/.test(t)) { if (op === "+") added++; else removed++; }
+      var last = ops[ops.length - 1];
+      if (last && last[0] === op) last[1] += t; else ops.push([op, t]);
+    }
     if (p) push("=", x.slice(0, p).join(""));
     for (i = 0, j = 0; i < N || j < M;) {
       if (i < N && j < M && A[i] === B[j]) { push("=", A[i]); i++; j++; kept++; }
@@ -167,7 +173,7 @@
     }
     if (q) push("=", x.slice(x.length - q).join(""));
     var most = Math.max(x.length, y.length) || 1;
-    return { ops: ops, keptOfA: x.length ? kept / x.length : 1, rewrite: kept / most < 0.4 };
+    return { ops: ops, keptOfA: x.length ? kept / x.length : 1, rewrite: kept / most < 0.4, added: added, removed: removed };
   }
   function diffPre(ops) {
     var pre = el("pre", "diff");
@@ -208,7 +214,7 @@
     if (!D) return "too long to diff word by word";
     if (before === after) return "identical to " + beforeName;
     return D.rewrite ? "rewritten: " + pct(D.keptOfA) + " of " + beforeName + "'s words kept" :
-      pct(1 - D.keptOfA) + " of " + beforeName + "'s words changed";
+      "+" + plural(D.added, "word") + " −" + fmt(D.removed) + " vs " + beforeName;
   }
 
   // ---- the opened row ----
