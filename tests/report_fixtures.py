@@ -136,39 +136,50 @@ def demo_like() -> tuple[Dataset, dict[str, Any]]:
 
 
 def synthetic_rows(n: int, rounds: int = 3, judges: int = 3) -> list[dict[str, Any]]:
-    """``n`` refined rows built directly (no server): realistic text sizes, votes, usage and reasoning."""
-    rows = []
-    for i in range(n):
-        rng = _rng("row", i)
-        draft = paragraph(f"draft{i}", 6)
-        a, source, history = draft, "draft", []
-        for k in range(1, rounds + 1):
-            b, ab = "Instead, " + paragraph(f"b{i}.{k}", 6), edit(a, f"ab{i}.{k}")
-            votes = []
-            for j in range(judges):
-                shown = rng.sample(["A", "B", "AB"], 3)
-                ranking = sorted(shown, key=lambda c: (c == "B", rng.random()))
-                votes.append({"judge": j, "model": f"judge-{j % 2}", "shown": shown, "ranking": ranking,
-                              "parsed": True, "constrained": False,
-                              "raw": "RANKING: " + " > ".join(f"X{shown.index(c) + 1}" for c in ranking), "error": None})
-            scores = {c: sum(2 - v["ranking"].index(c) for v in votes) for c in ("A", "B", "AB")}
-            winner = max(scores, key=lambda c: (scores[c], c == "A"))
-            history.append({"iteration": k, "A": a, "critique": "1. Vague.\n2. No example.", "B": b, "AB": ab,
-                            "no_flaws": False, "merge_order": ["A", "B"], "votes": votes, "scores": scores,
-                            "winner": winner, "fail_safe": False, "votes_skipped": 0})
-            if winner != "A":
-                a, source = (ab if winner == "AB" else b), winner
-        rows.append({
-            "prompt": f"Question {i}: " + paragraph(f"p{i}", 1), "category": CATEGORIES[i % 5],
-            "draft": draft, "refined": a,
-            "autoreason_trace": {"variant": "paper", "converged": rng.random() < 0.5, "iterations": rounds,
-                                 "winner_source": source, "rounds": history},
-            "preference": {"chosen": a, "rejected": draft, "score_chosen": 6.0, "score_rejected": float(i % 5),
-                           "margin": float(6 - i % 5)},
-            "autoreason_usage": {"calls": 1 + rounds * (3 + judges), "cached_calls": 0, "prompt_tokens": 4000,
-                                 "completion_tokens": 1200, "cost_usd": 0.001},
-            "reasoning_traces": [{"role": "teacher", "model": "teacher-m", "iteration": 0, "reasoning": None,
-                                  "answer": draft}],
-            "autoreason_status": "ok", "autoreason_error": None,
-        })
+    """``n`` refined rows built directly (no server): realistic text sizes, votes, usage and reasoning.
+
+    The tournaments repeat every 100 rows (it keeps building 10,000 rows quick); prompts, categories and
+    margins differ per row, and every row is written out in full.
+    """
+    rows = [_synthetic_row(i, rounds, judges) for i in range(min(n, 100))]
+    for i in range(len(rows), n):
+        row = dict(rows[i % 100])
+        row.update(prompt=f"Question {i}: " + SENTENCES[i % len(SENTENCES)], category=CATEGORIES[i % 5],
+                   preference={**row["preference"], "score_rejected": float(i % 5), "margin": float(6 - i % 5)})
+        rows.append(row)
     return rows
+
+
+def _synthetic_row(i: int, rounds: int, judges: int) -> dict[str, Any]:
+    rng = _rng("row", i)
+    draft = paragraph(f"draft{i}", 6)
+    a, source, history = draft, "draft", []
+    for k in range(1, rounds + 1):
+        b, ab = "Instead, " + paragraph(f"b{i}.{k}", 6), edit(a, f"ab{i}.{k}")
+        votes = []
+        for j in range(judges):
+            shown = rng.sample(["A", "B", "AB"], 3)
+            ranking = sorted(shown, key=lambda c: (c == "B", rng.random()))
+            votes.append({"judge": j, "model": f"judge-{j % 2}", "shown": shown, "ranking": ranking,
+                          "parsed": True, "constrained": False,
+                          "raw": "RANKING: " + " > ".join(f"X{shown.index(c) + 1}" for c in ranking), "error": None})
+        scores = {c: sum(2 - v["ranking"].index(c) for v in votes) for c in ("A", "B", "AB")}
+        winner = max(scores, key=lambda c: (scores[c], c == "A"))
+        history.append({"iteration": k, "A": a, "critique": "1. Vague.\n2. No example.", "B": b, "AB": ab,
+                        "no_flaws": False, "merge_order": ["A", "B"], "votes": votes, "scores": scores,
+                        "winner": winner, "fail_safe": False, "votes_skipped": 0})
+        if winner != "A":
+            a, source = (ab if winner == "AB" else b), winner
+    return {
+        "prompt": f"Question {i}: " + paragraph(f"p{i}", 1), "category": CATEGORIES[i % 5],
+        "draft": draft, "refined": a,
+        "autoreason_trace": {"variant": "paper", "converged": rng.random() < 0.5, "iterations": rounds,
+                             "winner_source": source, "rounds": history},
+        "preference": {"chosen": a, "rejected": draft, "score_chosen": 6.0, "score_rejected": float(i % 5),
+                       "margin": float(6 - i % 5)},
+        "autoreason_usage": {"calls": 1 + rounds * (3 + judges), "cached_calls": 0, "prompt_tokens": 4000,
+                             "completion_tokens": 1200, "cost_usd": 0.001},
+        "reasoning_traces": [{"role": "teacher", "model": "teacher-m", "iteration": 0, "reasoning": None,
+                              "answer": draft}],
+        "autoreason_status": "ok", "autoreason_error": None,
+    }

@@ -179,6 +179,7 @@ def test_histograms_draw_every_bin_with_labelled_axes(forty: tuple[Dataset, dict
     assert bins.labels == ["0", "1", "2", "3", "4", "5", "6"] and bins.counts["rows"] == [1, 0, 1, 1, 0, 0, 2]
     even = even_bins({"a": [0.0, 95.0, 210.0]}, "chars", target=4)
     assert even.labels[0].startswith("0–") and sum(even.counts["a"]) == 3
+    assert even.edges is not None and len(even.edges) == len(even.labels) + 1 and even.edges[0] == "0"
     ds, run = forty
     page = render_report(ds, run=run)
     doc = parse(page)
@@ -190,7 +191,7 @@ def test_histograms_draw_every_bin_with_labelled_axes(forty: tuple[Dataset, dict
     margin_svg = page.split("Final Borda margin</figcaption>")[1].split("</svg>")[0]
     assert margin_svg.count('class="bar"') == 7  # 0..6 for a panel of 3, empty bins included
     ok = ds["autoreason_status"].count("ok")
-    assert ok == 38 and f"/ {ok} (" in doc.text and "ok rows where A won the last k rounds" in doc.text
+    assert ok == 38 and f"/ {ok} (" in doc.text and "of ok rows: A won the last k rounds" in doc.text
 
 
 def test_input_columns_with_few_values_become_filters(forty: tuple[Dataset, dict[str, Any]]) -> None:

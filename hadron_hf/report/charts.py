@@ -11,7 +11,7 @@ from hadron_hf.report.stats import Bins
 PALETTE = {"rows": "#4c78a8", "draft": "#9aa7c7", "final": "#4c78a8", "A": "#8c8c8c", "B": "#f58518",
            "AB": "#54a24b", "undecided": "#e45756", "fail-safe": "#b279a2", "no flaws": "#72b7b2"}
 _W, _H = 520, 240
-_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 22, 48
+_LEFT, _RIGHT, _TOP, _BOTTOM = 62, 20, 22, 48
 
 
 def _e(value: object) -> str:
@@ -56,8 +56,9 @@ def bar_chart(title: str, bins: Bins, y_title: str, note: str = "", colors: Mapp
     slot = plot_w / n
     series = list(bins.counts)
     bar_w = slot * 0.8 / len(series)
-    longest = max(len(label) for label in bins.labels)
-    every = max(1, math.ceil(n * longest * 6.2 / plot_w))  # thin the x labels so they never overlap
+    ticks = bins.edges or bins.labels
+    longest = max(len(label) for label in ticks)
+    every = max(1, math.ceil(len(ticks) * (longest * 7 + 8) / plot_w))  # thin the x labels so they never overlap
     for i, label in enumerate(bins.labels):
         x0 = _LEFT + i * slot + slot * 0.1
         for k, name in enumerate(series):
@@ -70,13 +71,18 @@ def bar_chart(title: str, bins: Bins, y_title: str, note: str = "", colors: Mapp
             if count and n * len(series) <= 16:
                 parts.append(f'<text class="val" x="{x + bar_w / 2:.1f}" y="{base - h - 3:.1f}" '
                              f'text-anchor="middle">{count:,}</text>')
-        if i % every == 0:
+        if i % every == 0 and not bins.edges:
             parts.append(f'<text x="{_LEFT + (i + 0.5) * slot:.1f}" y="{base + 14}" '
                          f'text-anchor="middle">{_e(label)}</text>')
+    for i, edge in enumerate(bins.edges or []):
+        if i % every == 0:  # a continuous axis: label the bin boundaries, as a histogram does
+            x = _LEFT + i * slot
+            parts.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}"></line>'
+                         f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle">{_e(edge)}</text>')
     parts.append(f'<line class="axis" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{base}" y2="{base}"></line>'
                  f'<line class="axis" x1="{_LEFT}" x2="{_LEFT}" y1="{_TOP}" y2="{base}"></line>'
                  f'<text class="axt" x="{_LEFT + plot_w / 2}" y="{_H - 8}" text-anchor="middle">{_e(bins.x_title)}'
-                 f'</text><text class="axt" transform="translate(13 {_TOP + plot_h / 2}) rotate(-90)" '
+                 f'</text><text class="axt" transform="translate(14 {_TOP + plot_h / 2}) rotate(-90)" '
                  f'text-anchor="middle">{_e(y_title)}</text>')
     if len(series) > 1:
         x = _W - _RIGHT

@@ -91,6 +91,7 @@ def write_report(ds: Any, path: str | Path, title: str | None = None, prompt_col
 def _page(rows: Sequence[dict[str, Any]], names: Sequence[str], info: RunInfo, title: str,
           prompt_column: str) -> str:
     summary = summarize(rows)
+    judges = judge_stats(rows)
     extra = data.extra_columns(names, prompt_column)
     filters = data.filter_values(rows, extra)
     index = [data.index_entry(i, r, prompt_column, extra) for i, r in enumerate(rows)]
@@ -107,8 +108,8 @@ def _page(rows: Sequence[dict[str, Any]], names: Sequence[str], info: RunInfo, t
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{_e(title)}</title>'
         f"<style>{_asset('report.css')}</style></head><body><main>\n"
         f"{_header(title, info, summary)}\n{_vocabulary()}\n"
-        f"<h2>Overview</h2>{_overview(summary, rows, info)}\n"
-        f"{judges_section(judge_stats(rows), info)}\n"
+        f"<h2>Overview</h2>{_overview(summary, rows, info, judges.shown_order_warning)}\n"
+        f"{judges_section(judges, info)}\n"
         f"<h2>Rows</h2>{_tools(filters)}\n"
         '<noscript><p class="warnbox">The row list is drawn by the page\'s script; allow JavaScript to see rows.'
         "</p></noscript>\n"
@@ -156,7 +157,7 @@ def _vocabulary() -> str:
     return f'<details class="vocab" open><summary>How to read this report</summary><dl>{items}</dl></details>'
 
 
-def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo) -> str:
+def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo, positional: bool) -> str:
     ok_rows = [r for r in rows if r.get(col.STATUS) == col.STATUS_OK and r.get(col.TRACE)]
     converged = sum(bool(r[col.TRACE].get("converged")) for r in ok_rows)
     quality = Counter(row_quality(r) for r in ok_rows)
@@ -164,11 +165,11 @@ def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo) -> s
     share = f" ({converged / len(ok_rows):.0%})" if ok_rows else ""
     cards = [
         ("rows", f"{s.rows:,}", f"{s.ok:,} ok · {s.errors:,} errors"),
-        ("converged", f"{converged:,} / {len(ok_rows):,}{share}", "ok rows where A won the last k rounds"),
+        ("converged", f"{converged:,} / {len(ok_rows):,}{share}", "of ok rows: A won the last k rounds"),
         ("quality", f"{quality['clean']:,} clean", f"{quality['undecided']:,} undecided · "
                                                      f"{quality['fail_safe']:,} fail-safe"),
         ("mean rounds", f"{s.mean_iterations:.2f}", f"over {len(ok_rows):,} ok rows"),
-        ("final source", " · ".join(f"{k} {sources[k]:,}" for k in ("draft", "B", "AB")), "who wrote the final text"),
+        ("final source", " / ".join(f"{sources[k]:,}" for k in ("draft", "B", "AB")), "draft / B / AB wrote the final text"),
         ("mean margin", "n/a" if s.mean_margin is None else f"{s.mean_margin:.2f} pts", "Borda, chosen − rejected"),
         ("calls", f"{s.calls:,}", f"{s.cached_calls:,} from cache"),
         ("tokens", f"{s.prompt_tokens:,} in", f"{s.completion_tokens:,} out"),
@@ -177,7 +178,7 @@ def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo) -> s
     grid = "".join(f'<div class="card"><span class="k">{_e(k)}</span><b title="{_e(v)}">{_e(v)}</b>'
                    f'<span class="k">{_e(sub)}</span></div>' for k, v, sub in cards)
     warn = ""
-    if judge_stats(rows).shown_order_warning:
+    if positional:
         warn = ('<p class="warnbox">⚠ Most judge votes repeat the order the candidates were shown in: the round '
                 'winners below may reflect label positions, not quality. See <a href="#judges">Judges</a>.</p>')
     return f'{warn}<div class="cards">{grid}</div><div class="charts">{"".join(_charts(ok_rows, info))}</div>'
@@ -195,11 +196,17 @@ def _charts(ok_rows: Sequence[dict[str, Any]], info: RunInfo) -> list[str]:
                   "rows", "ok rows only"),
         bar_chart("Final Borda margin", integer_bins(margins, 0, margin_top, "rows", "margin (Borda points, "
                                                                              "chosen − rejected)"),
-                  "rows", f"{len(ok_rows) - len(margins):,} ok rows have no preference pair" if ok_rows else ""),
+                  "rows", _no_pair_note(len(ok_rows) - len(margins)) if ok_rows else ""),
         bar_chart("Answer length: draft vs final", lengths, "rows", "the final answer is the row's refined text"),
         bar_chart("Round winners by round", _winners_by_round(ok_rows), "rounds",
                   "A = the incumbent kept; undecided and fail-safe rounds keep A too"),
     ]
+
+
+def _no_pair_note(missing: int) -> str:
+    if not missing:
+        return "every ok row has a preference pair"
+    return f"{missing:,} ok rows have no preference pair (no decided round), so no margin"
 
 
 def _winners_by_round(ok_rows: Sequence[dict[str, Any]]) -> Bins:

@@ -43,17 +43,24 @@
     }
     return !S.q || hay[r.i].indexOf(S.q) >= 0;
   }
-  function buildHay() {
-    hay = IDX.map(function (r) {
-      var d = detail(r.i), parts = [r.p, r.e, r.x.join("\n")];
-      if (d) {
-        parts.push(d.p, d.e);
-        if (d.d !== undefined && d.d !== null) parts.push(d.t[d.d]);
-        if (d.r !== undefined && d.r !== null) parts.push(d.t[d.r]);
-        d.x.forEach(function (kv) { parts.push(kv[1]); });
-      }
-      return parts.join("\n").toLowerCase();
-    });
+  // The search text needs every row's details parsed: built in small slices once the page is idle,
+  // and finished at once if a search comes first.
+  var hayDone = 0, hayAll = [];
+  function buildHay(limit) {
+    var stop = Math.min(IDX.length, limit === undefined ? IDX.length : hayDone + limit);
+    for (; hayDone < stop; hayDone++) hayAll.push(rowHay(IDX[hayDone]));
+    if (hayDone === IDX.length) hay = hayAll;
+  }
+  function idleHay() { if (hay) return; buildHay(400); if (!hay) setTimeout(idleHay, 30); }
+  function rowHay(r) {
+    var d = detail(r.i), parts = [r.p, r.e, r.x.join("\n")];
+    if (d) {
+      parts.push(d.p, d.e);
+      if (d.d !== undefined && d.d !== null) parts.push(d.t[d.d]);
+      if (d.r !== undefined && d.r !== null) parts.push(d.t[d.r]);
+      d.x.forEach(function (kv) { parts.push(kv[1]); });
+    }
+    return parts.join("\n").toLowerCase();
   }
   var KEYS = {
     i: function (r) { return r.i; }, m: function (r) { return r.m; },
@@ -393,5 +400,5 @@
   requestAnimationFrame(function () {
     setTimeout(function () { body.setAttribute("data-first-paint-ms", performance.now().toFixed(1)); }, 0);
   });
-  later(function () { openHash(); body.setAttribute("data-ready", "1"); });
+  later(function () { openHash(); body.setAttribute("data-ready", "1"); setTimeout(idleHay, 200); });
 })();

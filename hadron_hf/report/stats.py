@@ -209,10 +209,11 @@ def judge_stats(rows: Sequence[Row]) -> JudgeStats:
 
 def _count_models(s: JudgeStats, rnd: dict[str, Any], counted: Sequence[dict[str, Any]]) -> None:
     decided = not rnd.get("fail_safe") and not is_undecided(rnd)
+    counted_ids = {id(v) for v in counted}
     for vote in rnd.get("votes") or []:
         m = s.by_model.setdefault(str(vote.get("model") or "unknown"), ModelVotes())
         m.votes += 1
-        if vote in counted:
+        if id(vote) in counted_ids:
             m.parsed += 1
             m.constrained += bool(vote.get("constrained"))
             m.shown_order += repeats_shown(vote)
@@ -229,6 +230,8 @@ class Bins:
     labels: list[str]
     counts: dict[str, list[int]]
     x_title: str
+    edges: list[str] | None = None
+    """For bins over a continuous range: the ``len(labels) + 1`` boundaries, labelled on the axis."""
 
 
 def integer_bins(values: Iterable[float], low: int, high: int, series: str, x_title: str) -> Bins:
@@ -256,5 +259,6 @@ def even_bins(series: dict[str, list[float]], x_title: str, target: int = 12) ->
         counts[name] = [0] * count
         for v in vs:
             counts[name][min(count - 1, int((v - start) // width))] += 1
-    labels = [f"{start + i * width:,.0f}–{start + (i + 1) * width:,.0f}" for i in range(count)]
-    return Bins(labels, dict(counts), x_title)
+    edges = [f"{start + i * width:,.0f}" for i in range(count + 1)]
+    labels = [f"{edges[i]}–{edges[i + 1]}" for i in range(count)]
+    return Bins(labels, dict(counts), x_title, edges)
