@@ -67,6 +67,8 @@ def tournament_responder(positional_judges: bool = False):  # type: ignore[no-un
         if role == "teacher":
             return paragraph(content, 4)
         if role == "critic":
+            if "NO FLAWS" in content and "topic 5" in content:  # the hadron variant's critic may pass A
+                return "NO FLAWS"
             step = _rng(seed).randint(1, 6)
             return f"1. The second sentence is vague about step {step}.\n2. It gives no worked example.\n3. Too long."
         if role == "author_b":

@@ -241,7 +241,9 @@
     var k = -1;
     rounds.forEach(function (R, j) { if (R.w !== "A" && !R.fs && !R.un) k = j; });
     var tail = converged ? " It converged." : " It did not converge within " + plural(rounds.length, "round") + ".";
-    if (k < 0) return "The draft: A won every round." + tail;
+    var decided = rounds.filter(function (R) { return !R.fs && !R.un && !R.nf; }).length;
+    if (k < 0) return "The draft: " + (decided === rounds.length ? "A won every round." :
+      "A was kept in every round (" + fmt(rounds.length - decided) + " without a judged decision).") + tail;
     var kept = rounds.length - 1 - k;
     return "Written as round " + rounds[k].i + "'s " + src + (kept ? ", then kept for " + plural(kept, "round") : "") +
       "." + tail;
@@ -296,15 +298,19 @@
     var A = T[R.A] || "";
     ["A", "B", "AB"].forEach(function (c) {
       if (R[c] === null || R[c] === undefined) return;
-      var win = R.w === c && !R.nf, d = add(sec, el("details", "cand" + (win ? " win" : "")));
-      var s = add(d, el("summary", "", ROLE[c] + (R.sc[c] !== undefined && !R.nf ? " · " + plural(R.sc[c], "Borda point") : "")));
+      // A fail-safe or undecided round keeps A without a verdict: A is not shown as the round's winner.
+      var undecided = R.fs || R.un, win = R.w === c && !R.nf && !undecided;
+      var d = add(sec, el("details", "cand" + (win ? " win" : "")));
+      var points = R.sc[c] !== undefined && !R.nf && !R.fs ? " · " + plural(R.sc[c], "Borda point") : "";
+      var s = add(d, el("summary", "", ROLE[c] + points));
       d.open = win;
       if (c === "A") { add(d, el("pre", "", A)); }
       else add(s, el("span", "muted", " · " + compared(d, A, T[R[c]], "A", c)));
       if (win) add(s, el("span", "", " ★ round winner"));
+      else if (undecided && c === "A") add(s, el("span", "muted", " · kept without a verdict"));
     });
     if (R.v.length) votes(sec, R.v);
-    if (!R.nf) borda(sec, R);
+    if (!R.nf && !R.fs) borda(sec, R);
   }
   function votes(parent, list) {
     var t = add(parent, el("table", "grid votes"));
