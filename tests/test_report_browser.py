@@ -223,6 +223,14 @@ async def test_sort_filter_search_and_pages(page: Page, forty: tuple[Path, Datas
     assert await page.eval(VISIBLE_IDS) == sorted((i for i, c in enumerate(ds["category"]) if c == "code"),
                                                   key=lambda i: (margins[i] is None, margins[i] or 0, i))
     await page.choose("select[data-col=category]", "")
+    await page.choose("#f-col", "id")  # a column with a value per row: filtered by "contains"
+    await page.eval("(() => { const v = document.getElementById('f-val'); v.value = 'Q01';"
+                    " v.dispatchEvent(new Event('input')); })()")
+    assert await page.until(f"{VISIBLE_IDS}.length === 10")
+    assert sorted(await page.eval(VISIBLE_IDS)) == list(range(10, 20))
+    await page.eval("(() => { const v = document.getElementById('f-val'); v.value = '';"
+                    " v.dispatchEvent(new Event('input')); })()")
+    await page.until(f"{VISIBLE_IDS}.length === 40")
     await page.click(".lhead button[data-sort=i]")
     await page.type_search("TOPIC 12 to")
     assert await page.until(f"JSON.stringify({VISIBLE_IDS}) === '[12]'")
@@ -275,19 +283,22 @@ async def test_ten_thousand_rows_stay_fast_and_paged(page: Page, tmp_path: Path)
     path = write_report(synthetic_rows(10_000), tmp_path / "report-10k.html")
     size_mb = path.stat().st_size / 1e6
     started = time.perf_counter()
-    await open_report(page, path)
+    await open_report(page, path, "#row-4321")  # a deep link into page 87 of 200
     loaded_s = time.perf_counter() - started
     first_ms = float(await page.eval("document.body.dataset.firstPaintMs"))
     print(f"10k rows: {size_mb:.1f} MB, first rows painted at {first_ms:.0f} ms after navigation start, "
           f"ready (all parsed) after {loaded_s:.2f} s")
+    assert await page.eval("document.getElementById('row-4321').open") is True
+    assert await page.eval("document.getElementById('page').textContent") == "page 87 of 200"
     assert await page.eval("document.querySelectorAll('details.row').length") == 50  # only the visible page
+    await page.click("#first")
     await page.click("#next")
     assert await page.eval(VISIBLE_IDS) == list(range(50, 100))
     await page.click("#last")
     assert await page.eval(VISIBLE_IDS) == list(range(9950, 10000))
-    await page.eval("location.hash = '#row-4321'")
-    assert await page.until("document.getElementById('row-4321') && document.getElementById('row-4321').open")
-    assert await page.eval("document.getElementById('page').textContent") == "page 87 of 200"
+    await page.eval("location.hash = '#row-1234'")
+    assert await page.until("document.getElementById('row-1234') && document.getElementById('row-1234').open")
+    assert await page.eval("document.getElementById('page').textContent") == "page 25 of 200"
     await page.type_search("question 9876:")
     assert await page.until(f"JSON.stringify({VISIBLE_IDS}) === '[9876]'")
     await page.type_search("")

@@ -110,7 +110,7 @@ def _page(rows: Sequence[dict[str, Any]], names: Sequence[str], info: RunInfo, t
         f"{_header(title, info, summary)}\n{_vocabulary()}\n"
         f"<h2>Overview</h2>{_overview(summary, rows, info, judges.shown_order_warning)}\n"
         f"{judges_section(judges, info)}\n"
-        f"<h2>Rows</h2>{_tools(filters)}\n"
+        f"<h2>Rows</h2>{_tools(filters, extra)}\n"
         '<noscript><p class="warnbox">The row list is drawn by the page\'s script; allow JavaScript to see rows.'
         "</p></noscript>\n"
         f'<script type="application/json" id="rows-meta">{data.script_json(meta)}</script>\n'
@@ -222,7 +222,7 @@ def _winners_by_round(ok_rows: Sequence[dict[str, Any]]) -> Bins:
     return Bins([str(k + 1) for k in range(most)], shown, "round")
 
 
-def _tools(filters: dict[str, list[tuple[str, int]]]) -> str:
+def _tools(filters: dict[str, list[tuple[str, int]]], extra: Sequence[str]) -> str:
     def select(id_: str, label: str, options: Sequence[tuple[str, str]], attrs: str = "") -> str:
         opts = "".join(f'<option value="{_e(v)}">{_e(t)}</option>' for v, t in options)
         return f'<label>{_e(label)} <select id="{_e(id_)}"{attrs}>{opts}</select></label>'
@@ -239,6 +239,10 @@ def _tools(filters: dict[str, list[tuple[str, int]]]) -> str:
     for k, (name, values) in enumerate(filters.items()):
         options = [("", "all")] + [("=" + v[: data.PREVIEW], f"{v[:40] or '(empty)'} ({n:,})") for v, n in values]
         parts.append(select(f"f-x{k}", name, options, f' class="fx" data-col="{_e(name)}"'))
+    if extra:
+        parts.append('<span class="grp">' + select("f-col", "column", [(name, name) for name in extra])
+                     + '<input id="f-val" type="search" class="short" placeholder="contains…" aria-label="column value">'
+                     + "</span>")
     parts.append('<button id="expand" type="button">expand page</button>')
     head = "".join(f'<button type="button" class="h {c}" data-sort="{s}">{_e(t)}</button>' if s else
                    f'<span class="h {c}">{_e(t)}</span>' for c, s, t in (

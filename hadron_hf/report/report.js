@@ -18,7 +18,7 @@
 
   var META = JSON.parse($("rows-meta").textContent);
   var IDX = JSON.parse($("rows-index").textContent);
-  var S = { q: "", sort: "i", dir: 1, page: 0, size: 50 };
+  var S = { q: "", col: null, sort: "i", dir: 1, page: 0, size: 50 };
   var view = IDX, hay = null, box = $("rows");
   // Each row's details follow this script in the file; until the parser reaches them, wait.
   var domReady = document.readyState !== "loading", waiting = [];
@@ -41,6 +41,7 @@
       var v = fx[k].value;  // "=value" so that an empty value differs from "all"
       if (v && r.x[META.extra.indexOf(fx[k].dataset.col)] !== v.slice(1)) return false;
     }
+    if (S.col && r.x[META.extra.indexOf(S.col[0])].toLowerCase().indexOf(S.col[1]) < 0) return false;
     return !S.q || hay[r.i].indexOf(S.q) >= 0;
   }
   // The search text needs every row's details parsed: built in small slices once the page is idle,
@@ -368,6 +369,8 @@
   function resetFilters() {
     $("q").value = "";
     S.q = "";
+    S.col = null;
+    if ($("f-val")) $("f-val").value = "";
     [sel.s, sel.q, sel.c, sel.src].concat(fx).forEach(function (s) { s.value = ""; });
     apply();
   }
@@ -381,6 +384,16 @@
     }, 120);
   });
   [sel.s, sel.q, sel.c, sel.src].concat(fx).forEach(function (s) { s.addEventListener("change", function () { apply(); }); });
+  // Any input column, whatever its values: "column contains text".
+  function columnFilter() {
+    var v = $("f-val").value.trim().toLowerCase();
+    S.col = v ? [$("f-col").value, v] : null;
+    apply();
+  }
+  if ($("f-col")) {
+    $("f-col").addEventListener("change", columnFilter);
+    $("f-val").addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(columnFilter, 120); });
+  }
   document.querySelectorAll(".lhead button.h").forEach(function (b) {
     b.addEventListener("click", function () {
       var key = b.dataset.sort;
