@@ -316,7 +316,8 @@ async def test_model_text_is_shown_as_text_and_never_runs(page: Page, payload_re
     await page.click("#expand")
     await page.until("document.querySelectorAll('#rows section.round').length === 4")
     assert await page.eval("document.querySelectorAll('#rows img, #rows script').length") == 0
-    prompts = await page.eval("[...document.querySelectorAll('#rows .body > pre:first-of-type')].map(e => e.textContent)")
+    prompts = await page.eval("[...document.querySelectorAll('#rows .body > pre:first-of-type')]"
+                              ".map(e => e.textContent)")
     assert prompts == [f"Explain topic {i} {PAYLOAD}" for i in range(4)]
     assert await page.eval("document.body.dataset.alerted || null") is None
     assert not [e for e in page.events if e.get("method") == "Page.javascriptDialogOpening"]

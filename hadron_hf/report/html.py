@@ -1,7 +1,7 @@
 """The page: header (what was run), vocabulary, overview charts, the judges section, and the row list.
 
 Aggregates are rendered here as escaped HTML. Rows travel as JSON (``data.py``) and the page's one script
-(``report.js``, allowed by its hash in the Content-Security-Policy) builds the DOM for the visible page
+(``row.js`` and ``list.js``, allowed by its hash in the Content-Security-Policy) builds the DOM for the visible page
 only, so 10,000 rows open as fast as 50. Nothing is fetched: no CDN, no fonts, ``default-src 'none'``.
 """
 
@@ -99,7 +99,7 @@ def _page(rows: Sequence[dict[str, Any]], names: Sequence[str], info: RunInfo, t
     details = "".join(f'<script type="application/json" id="d-{i}">'
                       f"{data.script_json(data.detail_entry(r, prompt_column, extra))}</script>\n"
                       for i, r in enumerate(rows))
-    script = _asset("report.js").strip()
+    script = _asset("row.js").strip() + "\n" + _asset("list.js").strip()
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'sha256-{digest}'"
     return (
@@ -169,7 +169,8 @@ def _overview(s: RunSummary, rows: Sequence[dict[str, Any]], info: RunInfo, posi
         ("quality", f"{quality['clean']:,} clean", f"{quality['undecided']:,} undecided · "
                                                      f"{quality['fail_safe']:,} fail-safe"),
         ("mean rounds", f"{s.mean_iterations:.2f}", f"over {len(ok_rows):,} ok rows"),
-        ("final source", " / ".join(f"{sources[k]:,}" for k in ("draft", "B", "AB")), "draft / B / AB wrote the final text"),
+        ("final source", " / ".join(f"{sources[k]:,}" for k in ("draft", "B", "AB")),
+         "draft / B / AB wrote the final text"),
         ("mean margin", "n/a" if s.mean_margin is None else f"{s.mean_margin:.2f} pts", "Borda, chosen − rejected"),
         ("calls", f"{s.calls:,}", f"{s.cached_calls:,} from cache"),
         ("tokens", f"{s.prompt_tokens:,} in", f"{s.completion_tokens:,} out"),
@@ -190,7 +191,8 @@ def _charts(ok_rows: Sequence[dict[str, Any]], info: RunInfo) -> list[str]:
     # Both Borda rules give the best and the worst of three candidates 2 points apart per judge.
     margin_top = 2 * info.panel if info.panel else 0
     lengths = even_bins({"draft": [float(len(r.get(col.DRAFT) or "")) for r in ok_rows],
-                         "final": [float(len(r.get(col.REFINED) or "")) for r in ok_rows]}, "answer length (characters)")
+                         "final": [float(len(r.get(col.REFINED) or "")) for r in ok_rows]},
+                        "answer length (characters)")
     return [
         bar_chart("Rounds per row", integer_bins(iterations, 1, info.max_iterations or 1, "rows", "rounds played"),
                   "rows", "ok rows only"),
@@ -241,7 +243,8 @@ def _tools(filters: dict[str, list[tuple[str, int]]], extra: Sequence[str]) -> s
         parts.append(select(f"f-x{k}", name, options, f' class="fx" data-col="{_e(name)}"'))
     if extra:
         parts.append('<span class="grp">' + select("f-col", "column", [(name, name) for name in extra])
-                     + '<input id="f-val" type="search" class="short" placeholder="contains…" aria-label="column value">'
+                     + '<input id="f-val" type="search" class="short" placeholder="contains…" '
+                       'aria-label="column value">'
                      + "</span>")
     parts.append('<button id="expand" type="button">expand page</button>')
     head = "".join(f'<button type="button" class="h {c}" data-sort="{s}">{_e(t)}</button>' if s else

@@ -98,4 +98,5 @@ def _by_model(s: JudgeStats, info: RunInfo) -> str:
                     f"<td class=\"num\">{m.shown_order:,} ({_pct(m.shown_order, m.parsed)})</td>"
                     f"<td class=\"num\">{picks}</td><td class=\"num\">{_pct(m.with_winner, m.decided)}</td></tr>")
     panel = f" (panel of {info.panel} per round)" if info.panel else ""
-    return f'<h3>Votes per judge model{_e(panel)}</h3><table class="grid" id="judge-models">{head}{"".join(rows)}</table>'
+    return (f'<h3>Votes per judge model{_e(panel)}</h3>'
+            f'<table class="grid" id="judge-models">{head}{"".join(rows)}</table>')
