@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -132,11 +132,7 @@ def summarize(rows: Sequence[dict[str, Any]], methods: Sequence[str], judges: in
     outcomes = Counter(r["refined_vs_draft"] for r in ok)
     win_rate, low, high = _win_rate(ok, bootstrap_samples, seed)
     votes = [v for r in ok for v in r["votes"]]
-    labels = [f"X{i + 1}" for i in range(len(methods))]
-    position_wins = dict.fromkeys(labels, 0)
-    for v in votes:
-        if v["parsed"]:
-            position_wins[labels[v["shown"].index(v["ranking"][0])]] += 1
+    position_wins = position_first_places(votes, [f"X{i + 1}" for i in range(len(methods))])
     lengths = {}
     for m in methods:
         sizes = [r["chars"][m] for r in ok]
@@ -162,6 +158,24 @@ def summarize(rows: Sequence[dict[str, Any]], methods: Sequence[str], judges: in
         mean_borda={m: statistics.fmean(r["borda"][m] for r in ok) if ok else 0.0 for m in methods},
         lengths=lengths, position_wins=position_wins, categories=categories,
     )
+
+
+def position_first_places(votes: Iterable[Mapping[str, Any]], labels: Sequence[str]) -> dict[str, int]:
+    """How often each label position (``X1``, ``X2``, ...) was ranked first, over the parsed votes.
+
+    Args:
+        votes: votes with ``parsed``, ``shown`` (what stood at each label, in label order) and ``ranking``
+            (the same items, best first).
+        labels: the position labels, in order.
+
+    Returns:
+        First places per label; a judge without position bias spreads them evenly.
+    """
+    wins = dict.fromkeys(labels, 0)
+    for v in votes:
+        if v["parsed"]:
+            wins[labels[list(v["shown"]).index(v["ranking"][0])]] += 1
+    return wins
 
 
 def _win_rate(rows: Sequence[dict[str, Any]], samples: int, seed: int) -> tuple[float | None, float | None,
