@@ -14,6 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 from hadron_hf.errors import ConnectError, EndpointDownError, FatalBackendError, RateLimitError, RetryableError
+from hadron_hf.priority import PriorityGate
 
 log = logging.getLogger("hadron_hf")
 
@@ -77,7 +78,8 @@ class ResilientChatModel:
     """Wrap a ``ChatModel`` with a concurrency cap, RPM/TPM limits, retries and an endpoint cooldown.
 
     - At most ``max_concurrency`` calls are in progress at once; a call keeps its slot while it waits to
-      retry.
+      retry. A speculative call (``SamplingParams.speculative``) waits for a slot behind every
+      normal call (``hadron_hf.priority``).
 
     - Retries 429, 5xx, timeouts and connection errors with jittered exponential backoff, or the wait
       the server asked for (``Retry-After``, ``retry-after-ms``, ``x-ratelimit-reset-*``).
@@ -104,7 +106,8 @@ class ResilientChatModel:
         self.limits = limits
         self.stats = CallStats()
         self._sleep = sleep
-        self._sem = asyncio.Semaphore(limits.max_concurrency)
+        # Speculation (issue 21): normal calls take a freed slot before speculative ones.
+        self._sem = PriorityGate(limits.max_concurrency)
         self._rpm = per_minute_limiter(limits.rpm) if limits.rpm else None
         self._tpm = AsyncLimiter(limits.tpm, 60) if limits.tpm else None
         self._cool_until = 0.0
@@ -139,7 +142,7 @@ class ResilientChatModel:
         try:
             # The slot is held through the backoff waits too: otherwise hundreds of queued first attempts
             # would go out before any call used up its retries, and a dead endpoint would be noticed late.
-            async with self._sem:
+            async with self._sem.slot(params.speculative):
                 async for attempt in retrying:
                     with attempt:
                         done = await self._attempt(messages, params)
