@@ -55,6 +55,7 @@ class Lookahead:
         self._texts: dict[str, str] = {}
         self._started: list[_Started] = []
         self._discarded: list[_Started] = []
+        self._kept: list[_Started] = []
 
     def speculate(self, texts: Mapping[str, str]) -> None:
         """Critique those of ``texts``'s candidates that may win now, at low priority.
@@ -85,6 +86,7 @@ class Lookahead:
         """
         kept = next((s for s in self._started if s.text == text), None) if text is not None else None
         self._discarded.extend(s for s in self._started if s is not kept)
+        self._kept.extend([kept] if kept else [])
         self._started = []
         return (kept.task, kept.speculative) if kept else (None, False)
 
@@ -99,11 +101,12 @@ class Lookahead:
 
     async def cancel(self) -> None:
         """Cancel every critique still running (the row failed) and wait until they have stopped."""
-        tasks = [s.task for s in (*self._started, *self._discarded) if not s.task.done()]
+        every = (*self._started, *self._discarded, *self._kept)
+        tasks = [s.task for s in every if not s.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for s in (*self._started, *self._discarded):
+        for s in every:
             if s.task.done() and not s.task.cancelled():
                 s.task.exception()  # retrieved, so asyncio does not log it as lost
 

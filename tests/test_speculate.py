@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, cli
 from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.errors import RequestRejectedError
 from hadron_hf.priority import PriorityGate
 from hadron_hf.resilience import Limits, ResilientChatModel
 from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
@@ -141,7 +142,8 @@ def test_a_resumed_run_replays_speculative_calls_from_the_cache(tmp_path: Path) 
     uncached = [dict(comparable(r), autoreason_usage=None) for r in first]
     assert [dict(comparable(r), autoreason_usage=None) for r in again] == uncached
     assert [dict(comparable(r), autoreason_usage=None) for r in plain] == uncached
-    assert [r["autoreason_trace"]["speculative"] for r in again] == [r["autoreason_trace"]["speculative"] for r in first]
+    speculative = [r["autoreason_trace"]["speculative"] for r in first]
+    assert [r["autoreason_trace"]["speculative"] for r in again] == speculative
 
 
 def _no_flaws_once_b_is_in(messages: list[Message], params: SamplingParams) -> str:
@@ -286,3 +288,53 @@ def test_cli_speculate_flag_sets_the_config(tmp_path: Path) -> None:
     assert cli.config_from_args(args).speculate == "incumbent"
     unset = cli.build_parser().parse_args(["refine", str(tmp_path / "in.jsonl"), "--base-url", "http://127.0.0.1:9/v1"])
     assert cli.config_from_args(unset).speculate == "off"
+
+
+def garbling_judges(role: str, messages: list[dict[str, str]], body: dict[str, Any]) -> str | None:
+    """The same judges, but a third of their replies (by seed) name no ranking: re-asks and undecided rounds."""
+    if role == "judge" and int(body.get("seed") or 0) % 3 == 0:
+        return "They all look fine to me."
+    return judges_with_a_taste(role, messages, body)
+
+
+@pytest.mark.parametrize("mode", ["incumbent", "all"])
+def test_undecided_rounds_keep_the_incumbent_and_its_speculative_critique(mode: str) -> None:
+    with FakeOpenAIServer(latency=0.005, responder=garbling_judges) as server:
+        plain = refine(config(server, judge_quorum=5))
+        fast = refine(config(server, judge_quorum=5, speculate=mode))
+    rounds = [r for row in plain for r in row["autoreason_trace"]["rounds"]]
+    assert any(r["undecided"] for r in rounds) and any(r["reasked"] for r in rounds)
+    assert [comparable(r) for r in fast] == [comparable(r) for r in plain]
+    assert sum(r["autoreason_usage"]["speculative_hits"] for r in fast) > 0
+
+
+class _SlowSpeculation:
+    """Round 3's speculative critique (the second of B) never answers: it is running when round 2 fails."""
+
+    def __init__(self, inner: ScriptedChatModel) -> None:
+        self.inner = inner
+        self.of_b = 0
+
+    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        if params.speculative and "B-TEXT" in messages[-1]["content"]:
+            self.of_b += 1
+            if self.of_b > 1:
+                await asyncio.Event().wait()
+        return await self.inner.chat(messages, params)
+
+
+async def test_a_failed_row_fails_as_without_speculation_and_leaves_no_call_running() -> None:
+    def replies(messages: list[Message], params: SamplingParams) -> str | BaseException:
+        role = role_of([dict(m) for m in messages])
+        if role == "author_b" and "B-TEXT" in messages[-1]["content"]:
+            return RequestRejectedError("context too long")  # round 2's author, while round 3 is speculated
+        return _no_flaws_once_b_is_in(messages, params).replace("NO FLAWS", "1. still vague")
+
+    task: list[Message] = [{"role": "user", "content": "Explain DNS."}]
+    settings = TournamentSettings(variant="hadron", judges=3, max_iterations=6)
+    for mode in ("off", "all"):
+        model = _SlowSpeculation(ScriptedChatModel(default=replies))
+        with pytest.raises(RequestRejectedError, match="context too long"):
+            await run_tournament(task, RoleModels.single(model), dataclasses.replace(settings, speculate=mode),
+                                 random.Random(5))
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # the speculative critiques were cancelled
