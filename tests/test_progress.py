@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.progress import PROGRESS_ENV, Price, PriceTable, ProgressSnapshot, progress_for, should_show
-from hadron_hf.runtime import runtime_for
+from hadron_hf.runtime import use_runtime
 from hadron_hf.summary import summarize
 from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.tournament import CallRecord
@@ -68,9 +68,10 @@ async def test_one_progress_per_loop_counts_rows_and_calls_across_batches(server
                                                                           cache_dir: str) -> None:
     cfg = make_config(server.url, cache_dir, cache=False)
     batches = [{"prompt": PROMPTS[:4]}, {"prompt": PROMPTS[4:]}]
-    await asyncio.gather(*(autoreason_map(b, cfg) for b in batches))
-    progress = progress_for(cfg, runtime_for(cfg))
-    snap = progress.snapshot()
+    async with use_runtime(cfg) as runtime:  # held open, so its counters can be read after the batches
+        await asyncio.gather(*(autoreason_map(b, cfg) for b in batches))
+        progress = progress_for(cfg, runtime)
+        snap = progress.snapshot()
     assert (snap.rows_done, snap.rows_total, snap.in_flight, progress.active_batches) == (6, 6, 0, 0)
     assert snap.calls_done == server.log.requests and snap.retries == 0 and snap.failed == 0
     usage_cost = (snap.prompt_tokens * 0.5 + snap.completion_tokens * 2.0) / 1e6
