@@ -115,6 +115,7 @@ class Runtime:
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _interrupts: _InterruptGuard | None = None
+    _interrupt_sent: bool = False
 
     @property
     def cache(self) -> CacheStore | None:
@@ -149,14 +150,25 @@ class Runtime:
         nothing is left running when the error reaches ``Dataset.map``.
         """
         self.active_batches += 1
+        interrupted = False
         try:
             yield self
+        except InterruptedJobError:
+            interrupted = True
         finally:
             self.active_batches -= 1
             if self.active_batches == 0 and (self.close_when_idle or self.stop.error is not None):
                 await self.aclose()
             elif self.stop.error is not None:
                 await self._done.wait()
+            if isinstance(self.stop.error, InterruptedJobError) and not self._interrupt_sent:
+                # Ctrl+C reaches the caller as KeyboardInterrupt raised by the loop itself, not as a task's
+                # result: a task ending in KeyboardInterrupt hangs run_until_complete(gather(...)), which is
+                # how Dataset.map cleans up after an error.
+                self._interrupt_sent = True
+                asyncio.get_running_loop().call_soon(_raise_interrupt)
+        if interrupted:
+            raise asyncio.CancelledError  # Dataset.map swallows cancelled batches and re-raises the interrupt
 
     async def run_rows(self, coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
         """Run a batch's rows; on a stop, give calls in flight ``grace_s`` to land, then raise one error.
@@ -167,7 +179,8 @@ class Runtime:
         Raises:
             FatalBackendError: the job stopped (wrong key, unknown model, endpoint down), here or in
                 another batch; completed calls, including those that landed during the grace, are cached.
-            KeyboardInterrupt: the user pressed Ctrl+C.
+            InterruptedJobError: the user pressed Ctrl+C (``batch()`` then raises ``KeyboardInterrupt`` from
+                the loop).
         """
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(c) for c in coros]
@@ -192,8 +205,6 @@ class Runtime:
     def stop_error(self) -> BaseException:
         """The error to raise for the stopped job (a fresh copy)."""
         error = self.stop.error
-        if isinstance(error, InterruptedJobError):
-            return KeyboardInterrupt()
         return copy.copy(error) if error is not None else RuntimeError("the job is not stopped")
 
     async def aclose(self) -> None:
@@ -220,6 +231,10 @@ class Runtime:
         exc = task.exception()
         if isinstance(exc, FatalBackendError):
             self.halt(exc)
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 class _InterruptGuard:
