@@ -178,8 +178,11 @@ def _refine_and_write(ds: Any, cfg: AutoReasonConfig, output: Path, batch_size: 
 
     started = time.perf_counter()
     if ray_workers is None:
-        out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": cfg},
-                     desc="Refining", load_from_cache_file=False)
+        from hadron_hf.runtime import open_job
+
+        with open_job(cfg):  # one job: local models load once, every session is closed at the end
+            out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": cfg},
+                         desc="Refining", load_from_cache_file=False)
     else:
         try:
             from hadron_hf.ray import RayOptions, refine_dataset
