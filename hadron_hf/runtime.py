@@ -25,9 +25,6 @@ import copy
 import dataclasses
 import os
 import re
-import signal
-import sys
-import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +36,8 @@ from hadron_hf.config import AutoReasonConfig, ModelConfig, check_shared_endpoin
 from hadron_hf.endpoint import CallStats, Endpoint, InterruptedJobError, JobStop, Limits
 from hadron_hf.errors import FatalBackendError
 from hadron_hf.fallback import FallbackChatModel
+from hadron_hf.interrupts import InterruptGuard, raise_interrupt
+from hadron_hf.local_models import LocalModels, build_backend
 from hadron_hf.progress import PriceTable, RunProgress, should_show
 from hadron_hf.resilience import ResilientChatModel
 from hadron_hf.tournament import RoleModels, TournamentSettings
@@ -47,48 +46,6 @@ BackendWrapper = Callable[[ModelConfig, ChatModel], ChatModel]
 """``(model_config, backend) -> model``: a layer under retries and limits (the Ray engine's permits)."""
 
 _POLL_S = 0.02
-
-
-class LocalModels:
-    """In-process models (llama.cpp, mlx), loaded once per config and shared by the runtimes of their owner.
-
-    Loading one takes seconds, so a ``Job`` keeps them across its map calls; ``close()`` frees them.
-    """
-
-    def __init__(self) -> None:
-        self._models: dict[str, ChatModel] = {}
-
-    def get(self, cfg: ModelConfig) -> ChatModel:
-        """The model for ``cfg``, loaded on first use."""
-        key = f"{cfg.request_fingerprint()}|{cfg.n_threads}"
-        if key not in self._models:
-            if cfg.backend == "llama_cpp":
-                from hadron_hf.backends.llama_cpp import LlamaCppChatModel
-
-                self._models[key] = LlamaCppChatModel(cfg.model_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                                                      model_name=cfg.model)
-            else:
-                from hadron_hf.backends.mlx import MlxChatModel
-
-                self._models[key] = MlxChatModel(str(cfg.model_path), model_name=cfg.model)
-        return self._models[key]
-
-    def close(self) -> None:
-        """Free every loaded model (each waits for its queued calls)."""
-        models, self._models = list(self._models.values()), {}
-        for model in models:
-            close = getattr(model, "close", None)
-            if callable(close):
-                close()
-
-
-def build_backend(cfg: ModelConfig, local_models: LocalModels) -> ChatModel:
-    """The raw backend for one ``ModelConfig``, without limits or cache (local models come from ``local_models``)."""
-    if cfg.backend == "openai":
-        from hadron_hf.backends.openai import OpenAIChatModel
-
-        return OpenAIChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), cfg.timeout, cfg.extra_body)
-    return local_models.get(cfg)
 
 
 @dataclass
@@ -114,7 +71,7 @@ class Runtime:
     closed: bool = False
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    _interrupts: _InterruptGuard | None = None
+    _interrupts: InterruptGuard | None = None
     _interrupt_sent: bool = False
 
     @property
@@ -166,7 +123,7 @@ class Runtime:
                 # result: a task ending in KeyboardInterrupt hangs run_until_complete(gather(...)), which is
                 # how Dataset.map cleans up after an error.
                 self._interrupt_sent = True
-                asyncio.get_running_loop().call_soon(_raise_interrupt)
+                asyncio.get_running_loop().call_soon(raise_interrupt)
         if interrupted:
             raise asyncio.CancelledError  # Dataset.map swallows cancelled batches and re-raises the interrupt
 
@@ -231,36 +188,6 @@ class Runtime:
         exc = task.exception()
         if isinstance(exc, FatalBackendError):
             self.halt(exc)
-
-
-def _raise_interrupt() -> None:
-    raise KeyboardInterrupt
-
-
-class _InterruptGuard:
-    """While a runtime runs in the main thread: the first Ctrl+C stops the job gracefully, a second quits now."""
-
-    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
-        self._runtime = runtime
-        self._loop = loop
-        self._previous = signal.getsignal(signal.SIGINT)
-        self.installed = False
-        if threading.current_thread() is threading.main_thread() and self._previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self._handle)
-            self.installed = True
-
-    def remove(self) -> None:
-        if self.installed and signal.getsignal(signal.SIGINT) == self._handle:
-            signal.signal(signal.SIGINT, self._previous)
-        self.installed = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.remove()
-        if not self._loop.is_running() or self._runtime.stop.error is not None:
-            raise KeyboardInterrupt
-        print(f"\nhadron-hf: interrupted; letting calls in flight land (up to {self._runtime.grace_s:g} s), "
-              "press Ctrl+C again to quit now", file=sys.stderr)
-        self._loop.call_soon_threadsafe(self._runtime.halt, InterruptedJobError("interrupted by the user"))
 
 
 def _display_name(cfg: ModelConfig) -> str:
@@ -342,7 +269,7 @@ def build_runtime(config: AutoReasonConfig, *, store: CacheStore | None = None,
     grace = min(config.stop_grace_s, max(m.timeout for m in models))
     runtime = Runtime(role_models, endpoints, store, routes, config.settings(), stop, grace, closers=closers)
     runtime.progress = RunProgress(endpoints, PriceTable.from_config(config), should_show(config))
-    runtime._interrupts = _InterruptGuard(runtime, loop)
+    runtime._interrupts = InterruptGuard(runtime, loop)
     return runtime
 
 
