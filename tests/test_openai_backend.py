@@ -279,7 +279,7 @@ def test_status_codes_map_into_the_error_tree(status: int, error: type[Exception
     found = status_error(status, b'{"error": "said the server, key sk-live-abcdef123456"}', {"Retry-After": "3"},
                          "model 'm' at http://h/v1", "sk-live-abcdef123456")
     assert type(found) is error
-    assert str(found).startswith(f"model 'm' at http://h/v1: ") and f"({status}): said the server" in str(found)
+    assert str(found).startswith("model 'm' at http://h/v1: ") and f"({status}): said the server" in str(found)
     assert "abcdef123456" not in str(found)
     if isinstance(found, RetryableError):
         assert found.retry_after == 3.0
