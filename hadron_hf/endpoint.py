@@ -82,6 +82,7 @@ class Limits:
     max_retries: int = 6
     fail_fast_after: int = 8
     backoff_max: float = 30.0
+    probe: bool = True
 
 
 def per_minute_limiter(per_minute: float) -> AsyncLimiter:
