@@ -1,8 +1,15 @@
-"""Request-level cache: every completed call is kept in SQLite (WAL), so a re-run resumes for free."""
+"""Request-level cache: every completed call is kept in SQLite (WAL), so a re-run resumes for free.
+
+``CachedChatModel`` serves over a ``CacheStore``: ``SQLiteStore`` (a file, its I/O on one thread of its own
+so the event loop never waits on the disk or on a busy database) or, on Ray, the cache actor's store
+(``hadron_hf.ray.ActorStore``). A call is keyed by its model's request fingerprint
+(``ModelConfig.request_fingerprint()``, or a fallback chain's), its messages and its sampling params.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -12,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 
@@ -77,19 +84,26 @@ class RequestCache:
 
     def put(self, key: str, done: Completion) -> None:
         """Store ``done`` under ``key`` and commit at once (it is durable when this returns)."""
-        value = json.dumps({**asdict(done), "cached": False}, ensure_ascii=False)
+        self.put_many([(key, done)])
+
+    def put_many(self, items: Sequence[tuple[str, Completion]]) -> None:
+        """Store several answers in one transaction (each durable when this returns)."""
+        rows = [(key, json.dumps({**asdict(done), "cached": False}, ensure_ascii=False), time.time())
+                for key, done in items]
         for attempt in range(_PUT_ATTEMPTS):
             try:
                 with self._db() as conn:
-                    conn.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", (key, value, time.time()))
+                    conn.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", rows)
                 return
             except (sqlite3.Error, OSError) as exc:
                 self._recover(exc)
                 if attempt >= 1 and not _busy(exc):
                     break
-                time.sleep(0.05 * attempt)
-        self.stats.write_failures += 1
-        log.warning("request cache %s: could not store a completed call; a re-run will pay for it again", self.path)
+                time.sleep(0.05 * attempt)  # on the store's own thread, never the event loop
+        self.stats.write_failures += len(rows)
+        what = "a completed call; a re-run will pay for it" if len(rows) == 1 else \
+            f"{len(rows)} completed calls; a re-run will pay for them"
+        log.warning("request cache %s: could not store %s again", self.path, what)
 
     def count(self) -> int:
         """How many calls are stored (0 when the file cannot be read)."""
@@ -171,44 +185,131 @@ def decode_entry(value: Any) -> Completion | None:
     return Completion(**data)
 
 
-def request_key(identity: str, messages: Sequence[Message], params: SamplingParams) -> str:
-    """A stable key for one call: endpoint identity (no secrets), messages and sampling params.
+def request_key(fingerprint: str, messages: Sequence[Message], params: SamplingParams) -> str:
+    """A stable key for one call: its model's request fingerprint (no secrets), messages and sampling params.
 
     The per-call seed is part of ``params``, so two calls that differ only by their seed (two judges of
     one panel) never share an answer.
     """
     # Speculation (issue 21): ``speculative`` is scheduling metadata, not part of the request.
     request = {k: v for k, v in asdict(params).items() if k != "speculative"}
-    blob = json.dumps([identity, list(messages), request], sort_keys=True, ensure_ascii=False)
+    blob = json.dumps([fingerprint, list(messages), request], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class CachedChatModel:
-    """A ``ChatModel`` that answers from a ``RequestCache`` when it can, and stores every new answer.
+class CacheStore(Protocol):
+    """Where ``CachedChatModel`` keeps answers: async, never blocking the event loop."""
 
-    Identical calls in flight at the same time are sent once: the others wait for that answer.
+    async def get(self, key: str) -> Completion | None:
+        """The stored completion for ``key``, or ``None``."""
+        ...
+
+    async def put(self, key: str, done: Completion) -> None:
+        """Store ``done`` under ``key``; it is durable when this returns."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and release the store."""
+        ...
+
+
+class SQLiteStore:
+    """A ``RequestCache`` file served from one thread of its own, so no disk wait ever runs on the event loop.
+
+    Writes that queue up while one commits are committed together in the next transaction; each ``put``
+    returns once its answer is durable. Reads run on the same thread, after the writes queued before them.
 
     Args:
-        inner: the model to call on a miss.
-        cache: the cache.
-        identity: endpoint+model identity without secrets (``ModelConfig.identity()``).
+        path: the database file.
     """
 
-    def __init__(self, inner: ChatModel, cache: RequestCache, identity: str) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.cache = RequestCache(path)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._queued: list[tuple[str, Completion, asyncio.Future[None]]] = []
+        self._flush_scheduled = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.cache.path)!r})"
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses and failures of the file."""
+        return self.cache.stats
+
+    async def get(self, key: str) -> Completion | None:
+        """The cached completion for ``key`` (read on the store's thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), self.cache.get, key)
+
+    async def put(self, key: str, done: Completion) -> None:
+        """Queue ``done`` for the next commit and wait until it is committed."""
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        self._queued.append((key, done, committed))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._executor().submit(self._flush, loop)
+        await asyncio.shield(committed)
+
+    async def count(self) -> int:
+        """How many calls are stored."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), self.cache.count)
+
+    async def aclose(self) -> None:
+        """Commit what is queued, close the connection and end the thread."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        await asyncio.get_running_loop().run_in_executor(pool, self.cache.close)
+        pool.shutdown(wait=False)
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hadron-hf-cache")
+        return self._pool
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Runs on the store's thread. Taking the queue is safe without a lock: list swaps are atomic under
+        # the GIL, and the loop thread only appends.
+        self._flush_scheduled = False
+        batch, self._queued = self._queued, []
+        if not batch:
+            return
+        self.cache.put_many([(key, done) for key, done, _ in batch])
+        loop.call_soon_threadsafe(_resolve, [fut for _, _, fut in batch])
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(None)
+
+
+class CachedChatModel:
+    """A ``ChatModel`` that answers from a ``CacheStore`` when it can, and stores every new answer.
+
+    Identical calls in flight at the same time are sent once: the others wait for that answer. An
+    answer is stored before it is returned, so nothing built on it can outlive it in a crash.
+
+    Args:
+        inner: the model to call on a miss (a backend stack, or a fallback chain).
+        store: the store.
+        fingerprint: the request fingerprint of ``inner`` (``ModelConfig.request_fingerprint()``, or a
+            chain's), so a different model, server or ``extra_body`` never shares an answer.
+    """
+
+    def __init__(self, inner: ChatModel, store: CacheStore, fingerprint: str) -> None:
         self.inner = inner
-        self.cache = cache
-        self.identity = identity
+        self.store = store
+        self.fingerprint = fingerprint
         self._pending: dict[str, asyncio.Future[Completion | None]] = {}
 
     def __repr__(self) -> str:
-        return f"CachedChatModel({self.identity!r})"
+        return f"CachedChatModel({self.fingerprint!r})"
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        """Answer from the cache, from an identical call in flight, or through ``inner`` (then store it)."""
-        key = request_key(self.identity, messages, params)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return replace(hit, cached=True)
+        """Answer from the store, from an identical call in flight, or through ``inner`` (then store it)."""
+        key = request_key(self.fingerprint, messages, params)
         waiting = self._pending.get(key)
         if waiting is not None:
             shared = await asyncio.shield(waiting)
@@ -218,8 +319,12 @@ class CachedChatModel:
         self._pending[key] = asyncio.get_running_loop().create_future()
         done: Completion | None = None
         try:
+            hit = await self.store.get(key)
+            if hit is not None:
+                done = hit
+                return replace(hit, cached=True)
             done = await self.inner.chat(messages, params)
-            self.cache.put(key, done)
+            await self.store.put(key, done)
         finally:
             self._pending.pop(key).set_result(done)
         return done

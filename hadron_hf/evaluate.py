@@ -37,7 +37,7 @@ from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, Input
 from hadron_hf.eval_summary import LOSS, TIE, WIN, EvalSummary, summarize
 from hadron_hf.inputs import normalize_prompt
 from hadron_hf.panel import collect_votes, draw_seats, judge_caller
-from hadron_hf.runtime import runtime_for
+from hadron_hf.runtime import use_runtime
 from hadron_hf.tournament import RoleModels, row_seed
 
 BASELINE = "critique_revise"
@@ -154,18 +154,14 @@ async def evaluate_async(dataset: Dataset, config: AutoReasonConfig,
     keep = [c for c in (config.prompt_column, col.DRAFT, col.REFINED, col.STATUS, s.category_column)
             if c in dataset.column_names]
     rows = dataset.select_columns(list(dict.fromkeys(keep))).to_list()
-    roles, gate = runtime_for(config).roles, asyncio.Semaphore(s.rows_in_flight)
+    gate = asyncio.Semaphore(s.rows_in_flight)
 
-    async def judged(i: int, row: dict[str, Any]) -> dict[str, Any]:
+    async def judged(i: int, row: dict[str, Any], roles: RoleModels) -> dict[str, Any]:
         async with gate:
             return await judge_row(i, row, config, s, roles)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(judged(i, row)) for i, row in enumerate(rows)]
-    except* FatalBackendError as errors:
-        raise errors.exceptions[0] from None
-    out = [t.result() for t in tasks]
+    async with use_runtime(config) as runtime:  # closed (sessions, cache) when the evaluation ends
+        out = await runtime.run_rows([judged(i, row, runtime.roles) for i, row in enumerate(rows)])
     methods = METHODS if s.baseline else METHODS[:2]
     names = tuple(dict.fromkeys(m.model for m in config.judge_pool_models()))
     summary = summarize(out, methods, s.judges, names, s.bootstrap_samples, s.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from hadron_hf import columns as col
@@ -13,13 +13,14 @@ from hadron_hf.config import AutoReasonConfig
 from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
 from hadron_hf.inputs import check_output_columns
 from hadron_hf.inputs import normalize_prompt as normalize_prompt  # re-exported for hadron_hf.map users
-from hadron_hf.progress import PriceTable, progress_for
+from hadron_hf.progress import PriceTable, RunProgress, progress_for
 from hadron_hf.prompts import task_text
-from hadron_hf.runtime import Runtime, runtime_for
+from hadron_hf.runtime import Job, Runtime, use_runtime
 from hadron_hf.tournament import TournamentResult, row_seed, run_tournament
 
 
-async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) -> dict[str, list[Any]]:
+async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig,
+                         job: Job | None = None) -> dict[str, list[Any]]:
     """Refine every prompt of a batch through the AutoReason tournament.
 
     Use it with ``Dataset.map(autoreason_map, batched=True, fn_kwargs={"config": cfg})`` (or
@@ -27,9 +28,15 @@ async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) 
     and a message in ``autoreason_error`` while the rest of the batch finishes. Every completed call is
     kept in the request cache, so running the same map again resumes where it stopped.
 
+    When the job must stop (a fatal error in any batch, or Ctrl+C), no new call starts anywhere, calls
+    already in flight get ``config.stop_grace_s`` seconds to land and be cached, and every batch raises
+    the same error.
+
     Args:
         batch: a batch of rows; ``config.prompt_column`` holds a string or a list of chat messages.
         config: the tournament configuration.
+        job: the job whose model stack to use (``hadron_hf.ray`` passes one); default: the job opened
+            with ``open_job(config)``, else a stack of this event loop's own.
 
     Returns:
         The columns of ``columns.OUTPUT_FEATURES``, each typed.
@@ -38,6 +45,7 @@ async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) 
         ConfigError: the prompt column is missing from the dataset.
         FatalBackendError: the job cannot go on (wrong key, unknown model, dead endpoint). Completed
             calls stay in the cache.
+        KeyboardInterrupt: Ctrl+C, once calls in flight have landed.
 
     Example:
         >>> out = ds.map(autoreason_map, batched=True, batch_size=8, fn_kwargs={"config": cfg})  # doctest: +SKIP
@@ -48,21 +56,25 @@ async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig) 
             f"{sorted(batch)}. Set AutoReasonConfig(prompt_column=...)."
         )
     check_output_columns(batch, config.overwrite_columns)
-    runtime = runtime_for(config)
     prompts = batch[config.prompt_column]
-    progress = progress_for(config, runtime)
-    progress.start_batch(len(prompts))
+    async with use_runtime(config, job) as runtime:
+        progress = progress_for(config, runtime)
+        progress.start_batch(len(prompts))
+        try:
+            results = await runtime.run_rows([_counted(refine_row(p, config, runtime), progress) for p in prompts])
+        finally:
+            progress.end_batch()
+    return col.typed_batch(rows_to_columns(results, config.capture_reasoning, progress.prices))
+
+
+async def _counted(row: Awaitable[TournamentResult | str], progress: RunProgress) -> TournamentResult | str:
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(refine_row(p, config, runtime)) for p in prompts]
-            for t in tasks:
-                t.add_done_callback(progress.row_done)
-    except* FatalBackendError as errors:
-        raise errors.exceptions[0] from None
-    finally:
-        progress.end_batch()
-    return col.typed_batch(rows_to_columns([t.result() for t in tasks], config.capture_reasoning,
-                                           progress.prices))
+        result = await row
+    except asyncio.CancelledError:
+        progress.interrupted = True  # the job stopped under this row: it is not done
+        raise
+    progress.row_done()
+    return result
 
 
 async def refine_row(prompt: Any, config: AutoReasonConfig, runtime: Runtime) -> TournamentResult | str:

@@ -133,8 +133,11 @@ def refine(ds: Dataset, config: AutoReasonConfig, *, batch_size: int = 8,
             raise ConfigError('--engine ray needs Ray: pip install "hadron_hf[ray]"') from None
         out = refine_dataset(ds, config, RayOptions(num_workers=num_workers, batch_size=batch_size))
     else:
-        out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": config},
-                     load_from_cache_file=False)
+        from hadron_hf.runtime import open_job
+
+        with open_job(config):  # one job: local models load once, every session is closed at the end
+            out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": config},
+                         load_from_cache_file=False)
     return out, time.perf_counter() - started
 
 

@@ -1,8 +1,8 @@
 """Live progress and cost accounting of a refinement job.
 
 ``Dataset.map`` calls ``autoreason_map`` once per batch, every batch concurrently in one event loop, so
-the batches of one config share one ``RunProgress`` per event loop (as they share one ``Runtime``). It
-counts rows across batches and reads the call counters of the runtime's endpoints. When shown, a small
+the batches of one config share one ``RunProgress``: the one their ``Runtime`` owns. It counts rows
+across batches and reads the call counters and adaptive windows of the runtime's endpoints. When shown, a small
 thread redraws one tqdm line a few times a second, so elapsed time and ETA move even while every row
 waits on a slow call; the thread is joined when the last running batch ends.
 
@@ -20,15 +20,15 @@ import multiprocessing
 import os
 import sys
 import threading
-import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm.std import tqdm
 
-from hadron_hf.backends.batch import batch_progress
 from hadron_hf.config import AutoReasonConfig, ModelConfig
-from hadron_hf.runtime import Runtime
+from hadron_hf.backends.batch import batch_progress
+from hadron_hf.endpoint import CallStats, Endpoint
 from hadron_hf.tournament import CallRecord, TournamentResult
 
 PROGRESS_ENV = "HADRON_HF_PROGRESS"
@@ -135,11 +135,18 @@ class ProgressSnapshot:
     completion_tokens: int
     cost_usd: float | None
     cost_complete: bool
+    limit: int = 0
+    limit_cap: int = 0
     batches: str = ""
 
     def describe(self) -> str:
-        """One short line of the call-level counters, for the progress bar's postfix."""
+        """One short line of the call-level counters, for the progress bar's postfix.
+
+        The concurrency limit shows while 429s hold it below its ceiling (``limit 16/64``).
+        """
         parts = [f"{self.in_flight} in flight", f"{self.calls_done} calls", f"{self.retries} retries"]
+        if self.limit < self.limit_cap:
+            parts.insert(1, f"limit {self.limit}/{self.limit_cap}")
         if self.failed:
             parts.append(f"{self.failed} failed")
         parts.append(f"tok {_short(self.prompt_tokens)} in/{_short(self.completion_tokens)} out")
@@ -163,23 +170,25 @@ class RunProgress:
     """Rows and calls of one config's map job in one event loop, drawn as a tqdm line when shown.
 
     Args:
-        runtime: the runtime whose endpoint counters are read.
+        endpoints: the runtime's endpoints by endpoint key, whose counters and windows are read.
         prices: prices for the live cost estimate.
         show: draw the line on stderr (counting happens either way).
         refresh_s: seconds between redraws.
     """
 
-    def __init__(self, runtime: Runtime, prices: PriceTable, show: bool, refresh_s: float = REFRESH_S,
-                 expected_rows: int | None = None) -> None:
-        self.runtime = runtime
+    def __init__(self, endpoints: Mapping[str, Endpoint], prices: PriceTable, show: bool,
+                 refresh_s: float = REFRESH_S, expected_rows: int | None = None,
+                 batch_models: Iterable[Any] = ()) -> None:
+        self.endpoints = endpoints
+        self.batch_models = tuple(batch_models)
         self.prices = prices
         self.show = show
         self.refresh_s = refresh_s
         self.expected_rows = expected_rows
         self.rows_total = expected_rows or 0
         self.rows_started = 0
-        self.rows_done = 0
         self.interrupted = False
+        self.rows_done = 0
         self.active_batches = 0
         self._bar: _Bar | None = None
         self._stop = threading.Event()
@@ -208,10 +217,13 @@ class RunProgress:
 
     def snapshot(self) -> ProgressSnapshot:
         """The counters now."""
-        stats = self.runtime.stats()
+        stats = CallStats()
+        for endpoint in self.endpoints.values():
+            for name in vars(stats):
+                setattr(stats, name, getattr(stats, name) + getattr(endpoint.stats, name))
         cost, complete = 0.0, bool(self.prices)
-        for ident, endpoint in self.runtime.endpoints.items():
-            price = self.prices.by_identity.get(ident)
+        for endpoint in self.endpoints.values():
+            price = self.prices.by_identity.get(endpoint.identity)
             if price is None:
                 complete = False
             else:
@@ -220,7 +232,8 @@ class RunProgress:
             self.rows_done, self.rows_total, stats.in_flight, stats.succeeded + stats.failed, stats.failed,
             stats.retries, stats.prompt_tokens, stats.completion_tokens,
             cost if self.prices else None, complete,
-            batch_progress(e.inner for e in self.runtime.endpoints.values()),
+            sum(e.window.current for e in self.endpoints.values()), sum(e.window.cap for e in self.endpoints.values()),
+            batch_progress(self.batch_models),
         )
 
     def close(self) -> None:
@@ -260,22 +273,18 @@ class RunProgress:
         bar.refresh()
 
 
-_PROGRESS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, RunProgress]] = weakref.WeakKeyDictionary()
-
-
-def progress_for(config: AutoReasonConfig, runtime: Runtime) -> RunProgress:
-    """The progress of ``config``'s job in the running event loop, made on first use.
+def progress_for(config: AutoReasonConfig, runtime: Any) -> RunProgress:
+    """The progress of ``config``'s job: the one ``runtime`` (from ``runtime_for(config)``) owns.
 
     Args:
         config: the job's config (``config.progress=False`` hides the line).
-        runtime: the runtime from ``runtime_for(config)`` in this loop.
+        runtime: the ``Runtime`` whose progress it is.
     """
-    # runtime_for already gives one runtime per process, loop and config, and it lives as long as the loop.
-    per_loop = _PROGRESS.setdefault(asyncio.get_running_loop(), {})
-    if id(runtime) not in per_loop:
-        per_loop[id(runtime)] = RunProgress(runtime, PriceTable.from_config(config), should_show(config),
-                                            expected_rows=config.progress_total)
-    return per_loop[id(runtime)]
+    if runtime.progress is None:
+        runtime.progress = RunProgress(runtime.endpoints, PriceTable.from_config(config), should_show(config),
+                                       expected_rows=config.progress_total)
+    progress: RunProgress = runtime.progress
+    return progress
 
 
 def should_show(config: AutoReasonConfig) -> bool:

@@ -6,9 +6,13 @@ hold what must be shared by every worker:
 
 - a ``ClusterLimiter`` (named ``hadron_hf-limiter-<run>``): each endpoint's RPM, TPM and concurrency
   budget. Every call a worker sends, retries included, first takes a permit from it, so the budget is
-  the endpoint's, not multiplied by the number of workers. A 429 pauses the endpoint for every worker.
+  the endpoint's, not multiplied by the number of workers. A 429 halves the endpoint's cluster-wide
+  concurrency window (successes grow it back by one each); at one call, a 429 pauses it for every worker.
 - a ``RequestCache`` (named ``hadron_hf-cache-<run>``) pinned to the driver's node: every completed
   call, committed at once, so a job that dies resumes from there whichever node a row lands on.
+
+Each worker runs one ``runtime.Job`` built with the limiter's permits and the cache actor's store
+(``ActorStore``), passed explicitly: the same ``CachedChatModel`` serves over either store.
 
 Install with ``pip install "hadron_hf[ray]"``.
 
@@ -21,10 +25,9 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -36,13 +39,13 @@ from pydantic import BaseModel
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hadron_hf import columns as col
-from hadron_hf.cache import RequestCache, request_key
+from hadron_hf.cache import RequestCache
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 from hadron_hf.cluster_limiter import GUARD_S, ClusterLimiter, EndpointBudget
 from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.errors import ConfigError, HadronError, RateLimitError
 from hadron_hf.map import autoreason_map
-from hadron_hf.runtime import add_model_wrapper
+from hadron_hf.runtime import Job
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class PermitChatModel:
     Args:
         inner: the backend.
         limiter: handle of the ``ClusterLimiter`` actor.
-        identity: the endpoint's identity.
+        identity: the endpoint key (``ModelConfig.endpoint_key()``).
         holder: who asks (the worker's actor id), for the limiter's stats.
     """
 
@@ -101,76 +104,66 @@ class PermitChatModel:
         """Wait for a permit, then send the call."""
         tokens = sum(len(m["content"]) for m in messages) / 4 + params.max_tokens
         lease = await self.limiter.acquire.remote(self.identity, tokens, self.holder)
-        try:
-            return await self.inner.chat(messages, params)
-        except RateLimitError as exc:
-            self.limiter.cool_down.remote(self.identity, 1.0 if exc.retry_after is None else exc.retry_after)
-            raise
-        finally:
-            self.limiter.release.remote(self.identity, lease)
-
-
-class RemoteCachedChatModel:
-    """``CachedChatModel`` over a ``RequestCache`` that lives in a Ray actor; identical calls in flight go once.
-
-    Args:
-        inner: the model to call on a miss.
-        cache: handle of the cache actor.
-        identity: the endpoint's identity.
-    """
-
-    def __init__(self, inner: ChatModel, cache: Any, identity: str) -> None:
-        self.inner = inner
-        self.cache = cache
-        self.identity = identity
-        self._pending: dict[str, asyncio.Future[Completion | None]] = {}
-
-    def __repr__(self) -> str:
-        return f"RemoteCachedChatModel({self.identity!r})"
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        """Answer from the cache or an identical call in flight, else call ``inner`` and store the answer."""
-        key = request_key(self.identity, messages, params)
-        hit: Completion | None = await self.cache.get.remote(key)
-        if hit is not None:
-            return replace(hit, cached=True)
-        waiting = self._pending.get(key)
-        if waiting is not None:
-            shared = await asyncio.shield(waiting)
-            return replace(shared, cached=True) if shared is not None else await self.chat(messages, params)
-        self._pending[key] = asyncio.get_running_loop().create_future()
-        done: Completion | None = None
+        ok = False
         try:
             done = await self.inner.chat(messages, params)
-            await self.cache.put.remote(key, done)
+            ok = True
+            return done
+        except RateLimitError as exc:
+            # Reported before the lease is released, so the limiter knows which epoch it started in.
+            self.limiter.overloaded.remote(self.identity, lease, 1.0 if exc.retry_after is None else exc.retry_after)
+            raise
         finally:
-            self._pending.pop(key).set_result(done)
-        return done
+            self.limiter.release.remote(self.identity, lease, ok)
+
+
+class ActorStore:
+    """The ``CacheStore`` of a ``RequestCache`` that lives in a Ray actor (on the driver's node).
+
+    Args:
+        actor: handle of the cache actor.
+    """
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def __repr__(self) -> str:
+        return "ActorStore()"
+
+    async def get(self, key: str) -> Completion | None:
+        """The cached completion for ``key``, from the actor."""
+        hit: Completion | None = await self.actor.get.remote(key)
+        return hit
+
+    async def put(self, key: str, done: Completion) -> None:
+        """Store ``done``; returns once the actor has committed it."""
+        await self.actor.put.remote(key, done)
+
+    async def aclose(self) -> None:
+        """Nothing to release here: the actor belongs to the driver."""
 
 
 class _BatchRefiner:
-    """The callable class Ray Data instantiates once per worker actor."""
+    """The callable class Ray Data instantiates once per worker actor: one ``Job`` per worker.
+
+    The job's stack takes its permits from the cluster limiter and keeps its answers in the cache actor;
+    both are handed to it here, explicitly.
+    """
 
     def __init__(self, config: AutoReasonConfig, limiter: Any, cache: Any) -> None:
         holder = ray.get_runtime_context().get_actor_id() or "driver"
-        if limiter is not None:
-            add_model_wrapper("backend", partial(_with_permits, limiter=limiter, holder=holder))
-        if cache is not None:
-            add_model_wrapper("endpoint", partial(_with_remote_cache, cache=cache))
+        wrap = partial(_with_permits, limiter=limiter, holder=holder) if limiter is not None else None
         self.config = config
+        self.job = Job(config, store=ActorStore(cache) if cache is not None else None, wrap_backend=wrap)
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         values = {name: batch.column(name).to_pylist() for name in batch.column_names}
-        return append_output(batch, await autoreason_map(values, self.config))
+        return append_output(batch, await autoreason_map(values, self.config, job=self.job))
 
 
 def _with_permits(cfg: ModelConfig, model: ChatModel, *, limiter: Any, holder: str) -> ChatModel:
     # In-process models (llama_cpp, mlx) are one per worker: nothing cluster-wide to share.
-    return PermitChatModel(model, limiter, cfg.identity(), holder) if cfg.backend == "openai" else model
-
-
-def _with_remote_cache(cfg: ModelConfig, model: ChatModel, *, cache: Any) -> ChatModel:
-    return RemoteCachedChatModel(model, cache, cfg.identity())
+    return PermitChatModel(model, limiter, cfg.endpoint_key(), holder) if cfg.backend == "openai" else model
 
 
 def append_output(batch: pa.Table, output: Mapping[str, list[Any]]) -> pa.Table:
@@ -226,7 +219,8 @@ def refine_ray(ds: ray.data.Dataset, config: AutoReasonConfig, options: RayOptio
 
 def start_limiter(config: AutoReasonConfig, name: str, window_s: float = 60.0, guard_s: float = GUARD_S) -> Any:
     """Start the ``ClusterLimiter`` actor for ``config``'s remote endpoints (``None`` when it has none)."""
-    budgets = {m.identity(): EndpointBudget.of(m) for m in config.all_models() if m.backend == "openai"}
+    models = [m for top in config.all_models() for m in (top, *top.fallbacks)]
+    budgets = {m.endpoint_key(): EndpointBudget.of(m) for m in models if m.backend == "openai"}
     if not budgets:
         return None
     actor = ray.remote(ClusterLimiter).options(name=name, num_cpus=0, max_concurrency=100_000)

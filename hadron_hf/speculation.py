@@ -11,7 +11,7 @@ A hosted API bills a request it has started whether or not the client waits for 
 cancelling would save nothing there while hiding what was paid; and a finished call is in the request
 cache, so a resumed run replays the same calls and sends none. What keeps the waste down is elsewhere:
 only candidates whose critique can still be needed are speculated, and a speculative call waits behind
-every normal one for a slot (``hadron_hf.priority``), so it never delays a row's critical path.
+every normal one for a slot (``endpoint.AdaptiveLimit``), so it never delays a row's critical path.
 
 Pure async like the tournament: no I/O, clocks or globals.
 """

@@ -131,7 +131,8 @@ def test_bad_request_fails_only_its_row_with_the_providers_message(tmp_path: Pat
         rows = refine(prompts(4), config(srv.url, tmp_path, max_iterations=1))
     failed = [r for r in rows if r["autoreason_status"] == "error"]
     assert len(failed) == 1 and sum(r["autoreason_status"] == "ok" for r in rows) == 3
-    assert failed[0]["autoreason_error"] == "RequestRejectedError: request rejected (400): Invalid request."
+    assert failed[0]["autoreason_error"] == (f"RequestRejectedError: model 'm' at {srv.url} (batch): "
+                                             "request rejected (400): Invalid request.")
     assert srv.batch_log.resubmitted == 0  # a rejected request is not bought again
 
 

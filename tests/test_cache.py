@@ -15,7 +15,7 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.cache import CachedChatModel, RequestCache, decode_entry, request_key
+from hadron_hf.cache import CachedChatModel, RequestCache, SQLiteStore, decode_entry, request_key
 from hadron_hf.chat import Completion, Message, SamplingParams
 from hadron_hf.errors import ServerError
 from hadron_hf.testing import FakeOpenAIServer
@@ -54,29 +54,32 @@ def prompts(n: int) -> Dataset:
 
 
 async def test_miss_then_hit(tmp_path: Path) -> None:
-    cache, inner = RequestCache(tmp_path / "c.sqlite"), CountingModel()
-    model = CachedChatModel(inner, cache, "openai|http://h/v1|m")
+    store, inner = SQLiteStore(tmp_path / "c.sqlite"), CountingModel()
+    model = CachedChatModel(inner, store, "openai|http://h/v1|m")
     first = await model.chat(MSGS, PARAMS)
     again = await model.chat(MSGS, PARAMS)
     other_seed = await model.chat(MSGS, SamplingParams(temperature=0.5, max_tokens=32, seed=12))
     assert inner.calls == 2 and not first.cached and again.cached and not other_seed.cached
     assert asdict(again) == {**asdict(first), "cached": True}
-    assert (cache.stats.hits, cache.stats.misses, cache.count()) == (1, 2, 2)
+    assert (store.stats.hits, store.stats.misses, await store.count()) == (1, 2, 2)
+    await store.aclose()
 
 
 async def test_each_call_is_committed_at_once_and_survives_a_new_handle(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
-    writer = CachedChatModel(CountingModel(), RequestCache(path), "id")
+    writer = CachedChatModel(CountingModel(), SQLiteStore(path), "id")
     done = await writer.chat(MSGS, PARAMS)
     # Another connection sees it before the writer is closed: nothing waits for a clean exit.
-    reader, inner = RequestCache(path), CountingModel()
+    reader, inner = SQLiteStore(path), CountingModel()
     again = await CachedChatModel(inner, reader, "id").chat(MSGS, PARAMS)
     assert inner.calls == 0 and again.cached and again.text == done.text
+    await reader.aclose()
+    await writer.store.aclose()
 
 
 async def test_identical_calls_in_flight_are_sent_once(tmp_path: Path) -> None:
     inner = CountingModel()
-    model = CachedChatModel(inner, RequestCache(tmp_path / "c.sqlite"), "id")
+    model = CachedChatModel(inner, SQLiteStore(tmp_path / "c.sqlite"), "id")
     answers = await asyncio.gather(*(model.chat(MSGS, PARAMS) for _ in range(5)))
     assert inner.calls == 1 and len({a.text for a in answers}) == 1
     assert sorted(a.cached for a in answers) == [False] + [True] * 4
@@ -84,7 +87,7 @@ async def test_identical_calls_in_flight_are_sent_once(tmp_path: Path) -> None:
 
 async def test_when_the_shared_call_fails_the_waiters_make_their_own(tmp_path: Path) -> None:
     inner = CountingModel(fail_first=1)
-    model = CachedChatModel(inner, RequestCache(tmp_path / "c.sqlite"), "id")
+    model = CachedChatModel(inner, SQLiteStore(tmp_path / "c.sqlite"), "id")
     outcomes = await asyncio.gather(*(model.chat(MSGS, PARAMS) for _ in range(3)), return_exceptions=True)
     assert isinstance(outcomes[0], ServerError)
     assert all(isinstance(o, Completion) for o in outcomes[1:]) and inner.calls == 2
@@ -156,7 +159,7 @@ def test_bad_entries_are_ignored_and_recomputed(tmp_path: Path) -> None:
 async def test_a_bad_entry_is_recomputed_and_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     inner = CountingModel()
-    model = CachedChatModel(inner, RequestCache(path), "id")
+    model = CachedChatModel(inner, SQLiteStore(path), "id")
     first = await model.chat(MSGS, PARAMS)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE calls SET value = 'garbage'")
@@ -240,5 +243,5 @@ def test_cache_location_follows_config_and_environment(tmp_path: Path, monkeypat
 
 
 def test_reprs_hold_no_secrets(tmp_path: Path) -> None:
-    model = CachedChatModel(CountingModel(), RequestCache(tmp_path / "c.sqlite"), "openai|http://h/v1|m")
-    assert repr(model) == "CachedChatModel('openai|http://h/v1|m')" and "c.sqlite" in repr(model.cache)
+    model = CachedChatModel(CountingModel(), SQLiteStore(tmp_path / "c.sqlite"), "openai|http://h/v1|m")
+    assert repr(model) == "CachedChatModel('openai|http://h/v1|m')" and "c.sqlite" in repr(model.store)

@@ -27,7 +27,7 @@ from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.cache import RequestCache
 from hadron_hf.errors import AuthenticationError, EndpointDownError, ModelNotFoundError
 from hadron_hf.map import refine_row
-from hadron_hf.runtime import runtime_for
+from hadron_hf.runtime import use_runtime
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 HERE = Path(__file__).parent
@@ -268,9 +268,9 @@ async def test_fatal_error_in_one_row_stops_the_others_quickly(tmp_path: Path) -
     faults = Faults(rate=1.0, kinds=("503",))
     with FakeOpenAIServer(faults=faults) as srv:
         cfg = make_config(srv.url, str(tmp_path), max_retries=3, max_concurrency=16)
-        runtime = runtime_for(cfg)
-        rows = [asyncio.ensure_future(refine_row(f"row {i}", cfg, runtime)) for i in range(16)]
-        done = await asyncio.gather(*rows, return_exceptions=True)
+        async with use_runtime(cfg) as runtime:
+            rows = [asyncio.ensure_future(refine_row(f"row {i}", cfg, runtime)) for i in range(16)]
+            done = await asyncio.gather(*rows, return_exceptions=True)
     # The first 7 calls to give up fail their rows; the 8th stops the endpoint, and every row still
     # running stops with it, waking from its backoff instead of using up its retries.
     assert sum(isinstance(d, str) and "503" in d for d in done) == 7

@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.progress import PROGRESS_ENV, Price, PriceTable, ProgressSnapshot, progress_for, should_show
-from hadron_hf.runtime import runtime_for
+from hadron_hf.runtime import use_runtime
 from hadron_hf.summary import summarize
 from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.tournament import CallRecord
@@ -68,9 +68,10 @@ async def test_one_progress_per_loop_counts_rows_and_calls_across_batches(server
                                                                           cache_dir: str) -> None:
     cfg = make_config(server.url, cache_dir, cache=False)
     batches = [{"prompt": PROMPTS[:4]}, {"prompt": PROMPTS[4:]}]
-    await asyncio.gather(*(autoreason_map(b, cfg) for b in batches))
-    progress = progress_for(cfg, runtime_for(cfg))
-    snap = progress.snapshot()
+    async with use_runtime(cfg) as runtime:  # held open, so its counters can be read after the batches
+        await asyncio.gather(*(autoreason_map(b, cfg) for b in batches))
+        progress = progress_for(cfg, runtime)
+        snap = progress.snapshot()
     assert (snap.rows_done, snap.rows_total, snap.in_flight, progress.active_batches) == (6, 6, 0, 0)
     assert snap.calls_done == server.log.requests and snap.retries == 0 and snap.failed == 0
     usage_cost = (snap.prompt_tokens * 0.5 + snap.completion_tokens * 2.0) / 1e6
@@ -123,20 +124,21 @@ def test_progress_shows_on_a_terminal_by_default(monkeypatch: pytest.MonkeyPatch
 async def test_the_total_is_known_from_the_start_and_cancelled_rows_mark_an_interruption(
         server: FakeOpenAIServer, cache_dir: str) -> None:
     cfg = make_config(server.url, cache_dir).model_copy(update={"progress_total": 40})
-    progress = progress_for(cfg, runtime_for(cfg))
-    assert progress.snapshot().rows_total == 40  # before any batch arrived
-    progress.start_batch(8)
-    assert progress.snapshot().rows_total == 40
+    async with use_runtime(cfg) as runtime:
+        progress = progress_for(cfg, runtime)
+        assert progress.snapshot().rows_total == 40  # before any batch arrived
+        progress.start_batch(8)
+        assert progress.snapshot().rows_total == 40
 
-    async def row() -> None:
-        await asyncio.sleep(3600)
+        async def row() -> None:
+            await asyncio.sleep(3600)
 
-    done, cancelled = asyncio.ensure_future(asyncio.sleep(0)), asyncio.ensure_future(row())
-    await done
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
-    progress.row_done(done)
-    progress.row_done(cancelled)
-    assert progress.snapshot().rows_done == 1 and progress.interrupted
-    progress.end_batch()
+        done, cancelled = asyncio.ensure_future(asyncio.sleep(0)), asyncio.ensure_future(row())
+        await done
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        progress.row_done(done)
+        progress.row_done(cancelled)
+        assert progress.snapshot().rows_done == 1 and progress.interrupted
+        progress.end_batch()

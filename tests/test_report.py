@@ -187,7 +187,7 @@ def test_histograms_draw_every_bin_with_labelled_axes(forty: tuple[Dataset, dict
                                               "Round winners by round"}]
     assert len(captions) == 4
     for axis in ("rounds played", "margin (Borda points, chosen − rejected)", "answer length (characters)", "round"):
-        assert f'class="axt" x=' in page and f">{axis}</text>" in page
+        assert 'class="axt" x=' in page and f">{axis}</text>" in page
     margin_svg = page.split("Final Borda margin</figcaption>")[1].split("</svg>")[0]
     assert margin_svg.count('class="bar"') == 7  # 0..6 for a panel of 3, empty bins included
     ok = ds["autoreason_status"].count("ok")

@@ -18,7 +18,7 @@ from datasets import Dataset, load_from_disk
 from hadron_hf import AutoReasonConfig, ConfigError, ModelConfig, TeacherRoute, autoreason_map
 from hadron_hf.cli import main
 from hadron_hf.columns import REASONING, TRACE, USAGE
-from hadron_hf.runtime import runtime_for
+from hadron_hf.runtime import use_runtime
 from hadron_hf.testing import FakeOpenAIServer
 
 PROMPTS = [f"Explain idea number {i} in two sentences." for i in range(4)]
@@ -103,13 +103,13 @@ async def test_roles_naming_one_endpoint_share_its_limiter(cache_dir: str) -> No
                            judge_models=[shared, endpoint(url, "judge-x")],
                            teacher_routes=[TeacherRoute(pattern="code", model=endpoint(url, "coder"))],
                            cache_dir=cache_dir, progress=False)
-    runtime = runtime_for(cfg)
-    assert sorted(runtime.endpoints) == [f"openai|{url}|{m}" for m in ("coder", "judge-x", "shared")]
-    roles = runtime.roles
-    assert roles.teacher is roles.critic is roles.author is roles.synthesizer is roles.judges[0]
-    assert runtime.roles_for("write code").teacher is not roles.teacher
-    assert runtime.roles_for("write code").critic is roles.critic
-    assert runtime.roles_for("a poem") is roles
+    async with use_runtime(cfg) as runtime:
+        assert sorted(runtime.endpoints) == [f"openai|{url}|{m}" for m in ("coder", "judge-x", "shared")]
+        roles = runtime.roles
+        assert roles.teacher is roles.critic is roles.author is roles.synthesizer is roles.judges[0]
+        assert runtime.roles_for("write code").teacher is not roles.teacher
+        assert runtime.roles_for("write code").critic is roles.critic
+        assert runtime.roles_for("a poem") is roles
 
 
 def test_shared_endpoint_caps_concurrency_across_roles(cache_dir: str) -> None:
@@ -192,7 +192,9 @@ def test_cli_negative_judges_flag_is_a_config_error(tmp_path: Path, capsys: pyte
 
 
 def test_cli_runs_a_judge_pool_and_separate_critic_from_yaml(server: FakeOpenAIServer, cache_dir: str,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HADRON_TEST_KEY", "test-key")  # a variable the config names must be set (cli.check_keys)
+
     def model(name: str) -> dict[str, str]:
         return {"base_url": server.url, "model": name, "api_key_env": "HADRON_TEST_KEY"}
 

@@ -21,8 +21,8 @@ from pydantic import SecretStr
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, cli
 from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.endpoint import AdaptiveLimit
 from hadron_hf.errors import RequestRejectedError
-from hadron_hf.priority import PriorityGate
 from hadron_hf.resilience import Limits, ResilientChatModel
 from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
 from hadron_hf.tournament import RoleModels, TournamentSettings, run_tournament
@@ -203,46 +203,43 @@ async def test_no_speculation_on_the_last_round_or_a_converging_incumbent() -> N
     assert sum(p.speculative for _, p in model.calls) == 1
 
 
-async def test_priority_gate_serves_queued_normal_calls_before_queued_speculative_ones() -> None:
-    gate = PriorityGate(1)
+async def test_window_serves_queued_normal_calls_before_queued_speculative_ones() -> None:
+    window = AdaptiveLimit(1)
     order: list[str] = []
-    await gate.acquire()
+    await window.acquire()
 
-    async def take(name: str, speculative: bool) -> None:
-        async with gate.slot(speculative):
-            order.append(name)
-            await asyncio.sleep(0)
+    async def take(name: str) -> None:
+        await window.acquire(first=name == "retry", speculative=name.startswith("s"))
+        order.append(name)
+        await asyncio.sleep(0)
+        window.release()
 
-    tasks = [asyncio.ensure_future(take(name, name.startswith("s"))) for name in ("s1", "n1", "s2", "n2")]
+    tasks = [asyncio.ensure_future(take(name)) for name in ("s1", "n1", "s2", "n2")]
     await asyncio.sleep(0)
-    assert gate.waiting == (2, 2) and gate.in_use == 1
-    late = asyncio.ensure_future(take("n3", False))  # arrives after the speculative ones: still goes first
+    late = [asyncio.ensure_future(take("n3")), asyncio.ensure_future(take("retry"))]  # after the speculative ones
     await asyncio.sleep(0)
-    gate.release()
-    await asyncio.gather(*tasks, late)
-    assert order == ["n1", "n2", "n3", "s1", "s2"]
-    assert gate.in_use == 0 and gate.waiting == (0, 0)
+    assert window.in_use == 1 and not order
+    window.release()
+    await asyncio.gather(*tasks, *late)
+    assert order == ["retry", "n1", "n2", "n3", "s1", "s2"]
+    assert window.in_use == 0
 
 
-async def test_priority_gate_passes_on_a_slot_whose_waiter_was_cancelled() -> None:
-    gate = PriorityGate(1)
-    await gate.acquire()
-    gone = asyncio.ensure_future(gate.acquire())
-    waiting = asyncio.ensure_future(gate.acquire(speculative=True))
+async def test_window_passes_on_a_slot_whose_waiter_was_cancelled() -> None:
+    window = AdaptiveLimit(1)
+    await window.acquire()
+    gone = asyncio.ensure_future(window.acquire())
+    waiting = asyncio.ensure_future(window.acquire(speculative=True))
     await asyncio.sleep(0)
-    gate.release()  # handed to ``gone``...
-    gone.cancel()  # ...which gives up before it runs: the slot must reach the next waiter
+    window.release()  # handed to ``gone``...
+    gone.cancel()  # ...which gives up before it runs: the slot must reach the speculative waiter
     await asyncio.gather(gone, return_exceptions=True)
     await asyncio.wait_for(waiting, 5)
-    assert gate.in_use == 1
-    gate.release()
-    assert gate.in_use == 0
-    with pytest.raises(RuntimeError, match="released more often"):
-        gate.release()
+    assert window.in_use == 1
 
 
 class _Held:
-    """A backend whose first call holds its slot until ``release`` is set; records the order calls start."""
+    """A backend whose second call holds its slot until ``release`` is set; records the order calls start."""
 
     def __init__(self) -> None:
         self.order: list[str] = []
@@ -250,7 +247,7 @@ class _Held:
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
         self.order.append(messages[0]["content"])
-        if len(self.order) == 1:
+        if len(self.order) == 2:
             await self.release.wait()
         return Completion("ok", model="held")
 
@@ -263,16 +260,17 @@ async def test_a_saturated_endpoint_sends_queued_normal_calls_before_speculative
         return asyncio.ensure_future(endpoint.chat([{"role": "user", "content": name}],
                                                    SamplingParams(seed=1, speculative=speculative)))
 
-    first = call("n0", False)
+    await call("probe", False)  # the endpoint's first call goes alone
+    holder = call("n0", False)
     for _ in range(5):
         await asyncio.sleep(0)
     queued = [call("s1", True), call("n1", False), call("s2", True), call("n2", False)]
     for _ in range(5):
         await asyncio.sleep(0)
-    assert inner.order == ["n0"]
+    assert inner.order == ["probe", "n0"]
     inner.release.set()
-    await asyncio.gather(first, *queued)
-    assert inner.order == ["n0", "n1", "n2", "s1", "s2"]
+    await asyncio.gather(holder, *queued)
+    assert inner.order == ["probe", "n0", "n1", "n2", "s1", "s2"]
 
 
 def test_speculation_does_nothing_when_the_critic_uses_a_batch_api() -> None:

@@ -212,24 +212,35 @@ def status_error(status: int, raw: bytes, headers: Mapping[str, str], where: str
 
 
 def parse_completion(raw: bytes, fallback_model: str, where: str, secret: str | None = None) -> Completion:
-    """Read a chat-completions reply body into a ``Completion``.
+    """Read a chat-completions reply body into a ``Completion`` (see ``read_completion``).
+
+    Raises:
+        ServerError: the body is not JSON, or not a usable reply; retryable.
+        RateLimitError: an error object inside an HTTP 200 with code 429.
+    """
+    data = _json_or_none(raw)
+    if not isinstance(data, dict):
+        raise ServerError(f"{where}: server sent a reply that is not a JSON object ({len(raw)} bytes)")
+    return read_completion(data, fallback_model, where, secret)
+
+
+def read_completion(data: Mapping[str, Any], fallback_model: str, where: str,
+                    secret: str | None = None) -> Completion:
+    """Read a decoded chat-completions reply (a live reply, or a batch output line's body).
 
     Reasoning comes from ``message.reasoning``, else ``message.reasoning_content``, else inline
     ``<think>`` blocks; a reply with null content and the whole answer in ``reasoning_content`` is read
     as that answer.
 
     Raises:
-        ServerError: the body is not a usable reply (bad JSON, no choices, no message, an error object
-            inside an HTTP 200, an empty answer); retryable.
+        ServerError: not a usable reply (no choices, no message, an error object inside an HTTP 200, an
+            empty answer); retryable.
         RateLimitError: an error object inside an HTTP 200 with code 429.
     """
-    data = _json_or_none(raw)
-    if not isinstance(data, dict):
-        raise ServerError(f"{where}: server sent a reply that is not a JSON object ({len(raw)} bytes)")
     choices = data.get("choices")
     if not choices or not isinstance(choices, list):
         if data.get("error"):
-            detail = redact(error_detail(data, raw), secret)
+            detail = redact(error_detail(data, b""), secret)
             error = data["error"]
             code = error.get("code") if isinstance(error, dict) else None
             if code == 429:

@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from hadron_hf.backends._http import DEFAULT_BASE_URL, endpoint_label
 from hadron_hf.backends.batch_api import (
     TERMINAL,
     BatchAPI,
@@ -111,6 +112,7 @@ class BatchChatModel:
         self.model = model
         self.options = options or BatchOptions()
         self.api = BatchAPI(base_url, api_key, timeout)
+        self._where = endpoint_label(model, base_url or DEFAULT_BASE_URL) + " (batch)"
         self.endpoint = f"{self.api.base_url}|{model}"
         self.store = BatchStore(store_path, self.endpoint)
         self.counters = BatchCounters()
@@ -330,7 +332,7 @@ class BatchChatModel:
             if status != "failed" and batch.get(file_key):
                 for line in read_lines(await self.api.content(session, str(batch[file_key]))):
                     # Every answer is stored, also those of rows that have not asked again yet (a re-run).
-                    outcome = line_outcome(line, self.model, answered)
+                    outcome = line_outcome(line, self.model, answered, self._where)
                     if (key := str(line.get("custom_id"))) in run.keys:
                         outcomes[key] = outcome
         for key in run.keys - outcomes.keys():
@@ -364,7 +366,7 @@ class BatchChatModel:
 
     def _answer(self, key: str, body: str) -> None:
         try:
-            self._resolve(key, completion_from_body(json.loads(body), self.model))
+            self._resolve(key, completion_from_body(json.loads(body), self.model, self._where))
         except (ValueError, BackendError) as exc:
             self._resolve(key, exc if isinstance(exc, BackendError) else ServerError("stored answer unreadable"))
 

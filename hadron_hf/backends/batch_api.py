@@ -15,10 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from hadron_hf.backends._http import redact, retry_after_seconds
-from hadron_hf.chat import Completion, split_reasoning
+from hadron_hf.backends._http import DEFAULT_BASE_URL, read_completion, status_error
+from hadron_hf.chat import Completion
 from hadron_hf.errors import (
-    AuthenticationError,
     BackendError,
     CallTimeoutError,
     ConnectError,
@@ -29,7 +28,7 @@ from hadron_hf.errors import (
     ServerError,
 )
 
-OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_URL = DEFAULT_BASE_URL
 CHAT_PATH = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 QUEUE_FULL_WAIT = 60.0
@@ -105,7 +104,7 @@ class BatchAPI:
         async with _request(session, "GET", f"{self.base_url}/files/{file_id}/content") as response:
             text = await response.text()
             if response.status >= 400:
-                raise http_error(response.status, _detail(text), response.headers, self._key)
+                raise http_error(response.status, text, response.headers, self._key)
             return text
 
     async def find_batch(self, session: aiohttp.ClientSession, input_file_id: str,
@@ -128,7 +127,7 @@ class BatchAPI:
         async with _request(session, method, self.base_url + path, **kwargs) as response:
             text = await response.text()
             if response.status >= 400:
-                raise http_error(response.status, _detail(text), response.headers, self._key)
+                raise http_error(response.status, text, response.headers, self._key)
         try:
             found = json.loads(text)
         except ValueError:
@@ -156,44 +155,18 @@ class _request:
         await self._ctx.__aexit__(*exc)
 
 
-def http_error(status: int, detail: str, headers: Mapping[str, str] | None = None,
-               secret: str | None = None) -> BackendError:
-    """Our error for an HTTP status, as the live backend maps it; the server's words, never the key."""
-    detail = redact(detail, secret)
-    retry_after = retry_after_seconds(headers) if headers else None
-    if status == 429:
-        return RateLimitError(f"rate limited (429): {detail}", retry_after)
-    if status in (401, 403):
-        return AuthenticationError(f"the server refused the API key ({status}): {detail}. Check the key's "
-                                   "environment variable (ModelConfig.api_key_env).")
-    if status == 404:
-        return ModelNotFoundError(f"model or endpoint not found (404): {detail}")
-    if status in (408, 409) or status >= 500:
-        return ServerError(f"server error ({status}): {detail}", retry_after)
-    return RequestRejectedError(f"request rejected ({status}): {detail}")
+def http_error(status: int, body: Any, headers: Mapping[str, str] | None = None,
+               secret: str | None = None, where: str = "batch API") -> BackendError:
+    """Our error for an HTTP status, mapped exactly as the live backend maps it (``_http.status_error``)."""
+    raw = body.encode() if isinstance(body, str) else json.dumps(body, ensure_ascii=False).encode()
+    return status_error(status, raw, headers or {}, where, secret)
 
 
-def _detail(body: Any) -> str:
-    """The message inside an error body (``{"error": {"message"}}``, ``{"error": "..."}``, ``{"detail"}``)."""
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return body[:300] or "no detail"
-    if isinstance(body, dict):
-        inner = body.get("error", body.get("detail", body))
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:300]
-        if isinstance(inner, str):
-            return inner[:300]
-    return "no detail"
-
-
-def line_error(line: Mapping[str, Any]) -> BackendError:
+def line_error(line: Mapping[str, Any], where: str = "batch API") -> BackendError:
     """Our error for an output- or error-file line that carries no successful response."""
     response = line.get("response")
     if isinstance(response, dict) and isinstance(response.get("status_code"), int):
-        error = http_error(response["status_code"], _detail(response.get("body")))
+        error = http_error(response["status_code"], response.get("body"), where=where)
     else:
         found = line.get("error")
         err: Mapping[str, Any] = found if isinstance(found, dict) else {}
@@ -209,29 +182,15 @@ def line_error(line: Mapping[str, Any]) -> BackendError:
     return error
 
 
-def completion_from_body(body: Any, fallback_model: str) -> Completion:
-    """A ``Completion`` from a chat-completions response body (a dict), as the live backend reads it.
+def completion_from_body(body: Any, fallback_model: str, where: str = "batch response") -> Completion:
+    """A ``Completion`` from a chat-completions response body (a dict), read as the live backend reads it.
 
     Raises:
         ServerError: the body holds no usable answer.
     """
-    try:
-        message = body["choices"][0]["message"]
-        content = message.get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise ServerError("batch response has no choices[0].message") from None
-    field_reasoning = message.get("reasoning")
-    reasoning = field_reasoning or message.get("reasoning_content")
-    if not content.strip() and reasoning and not field_reasoning:
-        # Some servers put the whole answer in reasoning_content and leave content null.
-        content, reasoning = reasoning, None
-    answer, inline = split_reasoning(content)
-    if not answer:
-        raise ServerError("server returned an empty answer")
-    usage = body.get("usage") or {}
-    return Completion(text=answer, reasoning=reasoning or inline, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      completion_tokens=int(usage.get("completion_tokens") or 0),
-                      model=str(body.get("model") or fallback_model))
+    if not isinstance(body, dict):
+        raise ServerError("batch response has no chat-completions body")
+    return read_completion(body, fallback_model, where)
 
 
 def read_lines(text: str) -> Iterator[dict[str, Any]]:
@@ -245,19 +204,20 @@ def read_lines(text: str) -> Iterator[dict[str, Any]]:
             yield line
 
 
-def line_outcome(line: Mapping[str, Any], model: str, answered: dict[str, str]) -> Completion | BackendError:
+def line_outcome(line: Mapping[str, Any], model: str, answered: dict[str, str],
+                 where: str = "batch API") -> Completion | BackendError:
     """The answer or error of one output/error-file line; a good answer's body also goes into ``answered``."""
     response = line.get("response")
     if isinstance(response, dict) and response.get("status_code") == 200:
         try:
-            done = completion_from_body(response.get("body"), model)
+            done = completion_from_body(response.get("body"), model, where)
         except BackendError as exc:
             if isinstance(exc, RetryableError):
                 exc.retry_after = 0.0
             return exc
         answered[str(line["custom_id"])] = json.dumps(response.get("body"), ensure_ascii=False)
         return done
-    return line_error(line)
+    return line_error(line, where)
 
 
 def batch_failure(batch: Mapping[str, Any]) -> BackendError:

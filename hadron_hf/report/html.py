@@ -23,8 +23,16 @@ from hadron_hf.report import data
 from hadron_hf.report.charts import bar_chart
 from hadron_hf.report.judges import judges_section
 from hadron_hf.report.source import RunInfo, run_info
-from hadron_hf.report.stats import (Bins, even_bins, integer_bins, is_undecided, judge_stats, margin_of, rounds_of,
-                                    row_quality)
+from hadron_hf.report.stats import (
+    Bins,
+    even_bins,
+    integer_bins,
+    is_undecided,
+    judge_stats,
+    margin_of,
+    rounds_of,
+    row_quality,
+)
 from hadron_hf.summary import RunSummary, summarize
 
 VOCABULARY = (
