@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf import columns as col
-from hadron_hf.errors import ConfigError
+from hadron_hf.errors import ConfigError, EndpointDownError
 from hadron_hf.panel import balanced_orders, default_quorum
 from hadron_hf.summary import summarize
 from hadron_hf.testing import FakeOpenAIServer, Faults, role_of
@@ -127,8 +127,6 @@ FAILURES = {
     "503": dict(faults=Faults(rate=1.0, kinds=("503",))),
     # The judge prompt holds all three candidates: the longest prompt of any role.
     "context-length": dict(max_prompt_chars=400),
-    # Answers the first panel, then every connection drops (the endpoint died mid-run).
-    "dead-endpoint": dict(faults=Faults(at={n: "drop" for n in range(4, 400)})),
 }
 
 
@@ -144,6 +142,23 @@ def test_failing_judges_are_missing_votes(server: FakeOpenAIServer, cache_dir: s
     assert len(failed) >= 2 and all(r["reasked"] == 3 for r in failed)
     assert all(v["error"] and not v["parsed"] for r in failed for v in r["votes"])
     assert summarize(rows).clean_converged == 0
+
+
+def test_a_judge_endpoint_that_dies_mid_run_stops_the_job_and_a_rerun_resumes(server: FakeOpenAIServer,
+                                                                               cache_dir: str) -> None:
+    """A dead endpoint is not a source of missing votes: the job stops (the engine's rule), so no row is
+    written at all, let alone reported as a clean convergence; once the judges are back, a re-run resumes."""
+    server.no_flaws_rate = 0.0
+    # Answers the first panel, then every connection drops (the endpoint died mid-run).
+    with FakeOpenAIServer(faults=Faults(at={n: "drop" for n in range(4, 400)})) as judges:
+        with pytest.raises(EndpointDownError, match="stopped answering"):
+            refine(server.url, cache_dir, prompts=PROMPTS[:1], judge_url=judges.url)
+        paid = len(server.log.bodies)
+        judges.faults = Faults()
+        (row,) = refine(server.url, cache_dir, prompts=PROMPTS[:1], judge_url=judges.url)
+    assert row[col.STATUS] == "ok" and row[col.TRACE]["quality"] == "clean"
+    teacher_calls = [b for b in server.log.bodies if role_of(b["messages"]) == "teacher"]
+    assert len(teacher_calls) == 1 and len(server.log.bodies) > paid  # the draft was replayed from the cache
 
 
 def draft_preferring(garble: Any) -> Any:
