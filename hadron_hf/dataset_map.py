@@ -10,13 +10,13 @@ from typing import Any
 
 from hadron_hf import columns as col
 from hadron_hf.config import AutoReasonConfig
+from hadron_hf.core.prompts import task_text
+from hadron_hf.core.tournament import TournamentResult, row_seed, run_tournament
+from hadron_hf.engine.progress import PriceTable, RunProgress, progress_for
+from hadron_hf.engine.runtime import Job, Runtime, use_runtime
 from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
 from hadron_hf.inputs import check_output_columns
-from hadron_hf.inputs import normalize_prompt as normalize_prompt  # re-exported for hadron_hf.map users
-from hadron_hf.progress import PriceTable, RunProgress, progress_for
-from hadron_hf.prompts import task_text
-from hadron_hf.runtime import Job, Runtime, use_runtime
-from hadron_hf.tournament import TournamentResult, row_seed, run_tournament
+from hadron_hf.inputs import normalize_prompt as normalize_prompt  # re-exported for hadron_hf.dataset_map users
 
 
 async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig,
@@ -35,7 +35,7 @@ async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig,
     Args:
         batch: a batch of rows; ``config.prompt_column`` holds a string or a list of chat messages.
         config: the tournament configuration.
-        job: the job whose model stack to use (``hadron_hf.ray`` passes one); default: the job opened
+        job: the job whose model stack to use (``hadron_hf.scale.ray_engine`` passes one); default: the job opened
             with ``open_job(config)``, else a stack of this event loop's own.
 
     Returns:

@@ -39,7 +39,7 @@ from hadron_hf.errors import (
     RateLimitError,
     RequestRejectedError,
 )
-from hadron_hf.progress import PriceTable, ProgressSnapshot
+from hadron_hf.engine.progress import PriceTable, ProgressSnapshot
 from hadron_hf.testing import BatchFaults, FakeBatchServer
 
 HERE = Path(__file__).parent

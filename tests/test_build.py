@@ -20,7 +20,7 @@ from fakehub import FakeHub
 
 from hadron_hf import cli
 from hadron_hf.build import SampleSpec, as_prompt, detect_prompt_column, sample_prompts, stratify
-from hadron_hf.cache import RequestCache
+from hadron_hf.engine.cache import RequestCache
 from hadron_hf.errors import InputError
 from hadron_hf.sources import bundled_prompts
 from hadron_hf.testing import FakeOpenAIServer

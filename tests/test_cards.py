@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from test_views import BAD_PROMPTS, PROMPTS, refine_rows
 
 from hadron_hf import AutoReasonConfig, ModelConfig
-from hadron_hf.cards import (
+from hadron_hf.views.cards import (
     CARD_DIR,
     TRAINERS,
     Lineage,

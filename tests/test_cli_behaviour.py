@@ -14,7 +14,7 @@ import pytest
 from datasets import load_from_disk
 
 from hadron_hf import AutoReasonConfig, ModelConfig, cli
-from hadron_hf.cards import describe_model
+from hadron_hf.views.cards import describe_model
 from hadron_hf.pipeline import config_as_json
 from hadron_hf.testing import FakeOpenAIServer
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hadron_hf"
-ENGINE = {"hadron_hf.tournament", "hadron_hf.runtime", "hadron_hf.map", "hadron_hf.resilience", "hadron_hf.cache",
-          "hadron_hf.fallback", "hadron_hf.ray", "hadron_hf.backends"}
+ENGINE = {"hadron_hf.core.tournament", "hadron_hf.engine.runtime", "hadron_hf.dataset_map", "hadron_hf.engine.resilience", "hadron_hf.engine.cache",
+          "hadron_hf.engine.fallback", "hadron_hf.scale.ray_engine", "hadron_hf.backends"}
 VIEW_MODULES = ["views", "pairs", "cards", "migrate", "mlx_export", "inputs", "columns", "sources", "summary"]
 
 

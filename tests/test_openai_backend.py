@@ -21,7 +21,7 @@ from hadron_hf.errors import (
     RetryableError,
     ServerError,
 )
-from hadron_hf.local_models import LocalModels, build_backend
+from hadron_hf.engine.local_models import LocalModels, build_backend
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 TRANSPORTS = pytest.mark.parametrize("transport", [OpenAIChatModel, OpenAISDKChatModel], ids=["aiohttp", "sdk"])

@@ -158,7 +158,7 @@ def test_recipe_script_runs_as_a_program_on_a_hub_input(demo_dir: Path, tmp_path
 
 
 def test_write_views_writes_every_view_with_its_card(demo_dir: Path, tmp_path: Path) -> None:
-    from hadron_hf.recipe import write_views
+    from hadron_hf.cli.recipe import write_views
 
     refined = load_refined(str(demo_dir))
     paths = write_views(refined, tmp_path / "views")

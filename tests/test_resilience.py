@@ -20,7 +20,7 @@ from hadron_hf.errors import (
     RequestRejectedError,
     ServerError,
 )
-from hadron_hf.resilience import Limits, ResilientChatModel, per_minute_limiter
+from hadron_hf.engine.resilience import Limits, ResilientChatModel, per_minute_limiter
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 PARAMS = SamplingParams(temperature=0.1, max_tokens=16)

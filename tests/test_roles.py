@@ -18,7 +18,7 @@ from datasets import Dataset, load_from_disk
 from hadron_hf import AutoReasonConfig, ConfigError, ModelConfig, TeacherRoute, autoreason_map
 from hadron_hf.cli import main
 from hadron_hf.columns import REASONING, TRACE, USAGE
-from hadron_hf.runtime import use_runtime
+from hadron_hf.engine.runtime import use_runtime
 from hadron_hf.testing import FakeOpenAIServer
 
 PROMPTS = [f"Explain idea number {i} in two sentences." for i in range(4)]

@@ -13,7 +13,7 @@ from datasets import Dataset, concatenate_datasets
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf import columns as col
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.pairs import BELOW_MIN_MARGIN, NO_MARGIN, SAME_TEXT, TIE
+from hadron_hf.views.pairs import BELOW_MIN_MARGIN, NO_MARGIN, SAME_TEXT, TIE
 from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.views import (
     ERROR_ROW,

@@ -1,38 +1,23 @@
-"""The recipes: turn a refined dataset into a TRL training view, write it with its card, and publish it.
+"""``hadron-hf recipe {sft,dpo,critic,reward,kto,mlx-lora,hadron}``: turn a refined dataset into a TRL
+training view, write it with its card, and publish it (the writing is ``hadron_hf.views.write``).
 
-Shared by ``hadron-hf recipe {sft,dpo,critic,reward,kto} ...`` and the thin scripts in ``recipes/``: both
-build their parser with ``add_recipe_arguments`` and call ``run_recipe``.
-
-Example:
-    >>> paths = write_views(refined, "out/views")  # doctest: +SKIP
-    >>> paths["dpo"]  # doctest: +SKIP
-    PosixPath('out/views/dpo')
+Shared by the command and the thin scripts in ``recipes/``: both build their parser with
+``add_recipe_arguments`` and call ``run_recipe``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
-from hadron_hf.cards import Lineage, render_card
-from hadron_hf.cli_options import add_hub_arguments, add_output_arguments, add_refined_input_arguments, refined_input
+from hadron_hf.cli.export import add_migration_arguments, add_mlx_arguments
+from hadron_hf.cli.options import add_hub_arguments, add_output_arguments, add_refined_input_arguments, refined_input
 from hadron_hf.config import AutoReasonConfig
-from hadron_hf.sources import check_output
-from hadron_hf.views import (
-    OPTION_TYPES,
-    VIEW_NAMES,
-    CriticOptions,
-    PairOptions,
-    SftOptions,
-    ViewOptions,
-    ViewResult,
-    build_view,
-    load_refined,
-)
+from hadron_hf.sources import check_output, load_refined
+from hadron_hf.views import VIEW_NAMES, CriticOptions, PairOptions, SftOptions, ViewOptions, build_view
+from hadron_hf.views.cards import Lineage
+from hadron_hf.views.write import publish_view, write_view
 
 _HELP = {
     "sft": "supervised fine-tuning conversations with the refined answers",
@@ -112,62 +97,6 @@ def run_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_view(result: ViewResult, refined: Dataset, output: Path, lineage: Lineage, *,
-               config: AutoReasonConfig | None = None, license: str = "other", pretty_name: str | None = None) -> Path:
-    """Write a view as a Hub-style folder (``README.md``, ``data/train-*.parquet``) that ``load_dataset`` reads.
-
-    Returns:
-        The folder.
-    """
-    data_dir = output / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in data_dir.glob("*.parquet"):
-        stale.unlink()
-    result.dataset.to_parquet(str(data_dir / "train-00000-of-00001.parquet"))
-    card = render_card(result, refined, lineage, config=config, license=license, pretty_name=pretty_name)
-    card.save(str(output / "README.md"))
-    return output
-
-
-def publish_view(result: ViewResult, refined: Dataset, repo_id: str, lineage: Lineage, *, private: bool = True,
-                 config: AutoReasonConfig | None = None, license: str = "other", pretty_name: str | None = None,
-                 config_name: str = "default") -> str:
-    """Push a view to the Hub, data first, then its card. Returns the repo's URL."""
-    from hadron_hf.hub import push_with_card
-
-    def make_card(hub_metadata: dict[str, Any]) -> Any:
-        return render_card(result, refined, lineage, config=config, license=license, pretty_name=pretty_name,
-                           repo_id=repo_id, config_name=config_name, hub_metadata=hub_metadata)
-
-    return push_with_card(result.dataset, repo_id, make_card, config_name=config_name, private=private)
-
-
-def write_views(refined: Dataset, output_dir: str | Path, *, config: AutoReasonConfig | None = None,
-                lineage: Lineage | None = None, options: dict[str, ViewOptions] | None = None,
-                license: str = "other", prompt_column: str = "prompt") -> dict[str, Path]:
-    """Write every view (sft, dpo, critic, reward, kto) of a refined dataset, each with its card.
-
-    Args:
-        refined: the output of ``autoreason_map``.
-        output_dir: one sub-folder per view is written here.
-        config: the config that refined it, for the cards.
-        lineage: where ``refined`` came from (default: an in-memory dataset).
-        options: per-view options; missing views use their defaults.
-        license: the cards' license metadata.
-        prompt_column: the prompt column, for views without explicit options.
-
-    Returns:
-        The folder of each view, by view name.
-    """
-    lineage = lineage or Lineage("in-memory refined dataset")
-    paths = {}
-    for view in VIEW_NAMES:
-        chosen = (options or {}).get(view) or dataclasses.replace(OPTION_TYPES[view](), prompt_column=prompt_column)
-        result = build_view(refined, view, chosen)
-        paths[view] = write_view(result, refined, Path(output_dir) / view, lineage, config=config, license=license)
-    return paths
-
-
 def add_subcommand(subparsers: Any) -> None:
     """Add ``hadron-hf recipe {sft,dpo,critic,reward,kto,mlx-lora,hadron}`` to the command line."""
     text = "build a TRL training view of a refined dataset (and push it)"
@@ -175,9 +104,6 @@ def add_subcommand(subparsers: Any) -> None:
     views = recipe.add_subparsers(title="views", metavar="VIEW", required=True)
     for view in VIEW_NAMES:
         add_recipe_arguments(views.add_parser(view, help=_HELP[view], description=_HELP[view]), view)
-    from hadron_hf.migrate import add_migration_arguments
-    from hadron_hf.mlx_export import add_mlx_arguments
-
     mlx = "the SFT view as an mlx_lm.lora --data folder (train/valid/test.jsonl, split by prompt)"
     add_mlx_arguments(views.add_parser("mlx-lora", help=mlx, description=mlx))
     migration = "the original Hadron's rows (generation, autoreason_trace, ...) as JSONL"

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from hadron_hf import prompts
-from hadron_hf.borda import parse_ranking, ranking_choices
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
+from hadron_hf.core import prompts
+from hadron_hf.core.borda import parse_ranking, ranking_choices
 from hadron_hf.errors import BackendError, FatalBackendError, RankingParseError
 
 Send = Callable[[ChatModel, list[Message], SamplingParams], Awaitable[Completion]]

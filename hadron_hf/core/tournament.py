@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hadron_hf import prompts
-from hadron_hf.borda import (
+from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
+from hadron_hf.core import prompts
+from hadron_hf.core.borda import (
     CANDIDATES,
     LABELS,
     RULES,
@@ -23,8 +24,7 @@ from hadron_hf.borda import (
     borda_winner,
     winner_is_locked,
 )
-from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
-from hadron_hf.panel import PanelOutcome, Vote, collect_votes, default_quorum, draw_seats, judge_caller
+from hadron_hf.core.panel import PanelOutcome, Vote, collect_votes, default_quorum, draw_seats, judge_caller
 
 __all__ = ["CallRecord", "Preference", "RoleModels", "Round", "TournamentResult", "TournamentSettings", "Vote",
            "row_seed", "run_tournament"]

@@ -2,7 +2,7 @@
 
 ``CachedChatModel`` serves over a ``CacheStore``: ``SQLiteStore`` (a file, its I/O on one thread of its own
 so the event loop never waits on the disk or on a busy database) or, on Ray, the cache actor's store
-(``hadron_hf.ray.ActorStore``). A call is keyed by its model's request fingerprint
+(``hadron_hf.scale.ray_engine.ActorStore``). A call is keyed by its model's request fingerprint
 (``ModelConfig.request_fingerprint()``, or a fallback chain's), its messages and its sampling params.
 """
 

@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Any
 
-from hadron_hf.endpoint import InterruptedJobError
+from hadron_hf.engine.endpoint import InterruptedJobError
 
 
 def raise_interrupt() -> None:

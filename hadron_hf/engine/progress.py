@@ -26,10 +26,10 @@ from typing import Any
 
 from tqdm.std import tqdm
 
-from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.backends.batch import batch_progress
-from hadron_hf.endpoint import CallStats, Endpoint
-from hadron_hf.tournament import CallRecord
+from hadron_hf.config import AutoReasonConfig, ModelConfig
+from hadron_hf.core.tournament import CallRecord
+from hadron_hf.engine.endpoint import CallStats, Endpoint
 
 PROGRESS_ENV = "HADRON_HF_PROGRESS"
 """``0`` hides the progress line everywhere; ``1`` shows it even when stderr is not a terminal."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
-from hadron_hf.endpoint import (
+from hadron_hf.engine.endpoint import (
     DEFAULT_RATE_LIMIT_PAUSE,
     MAX_SERVER_WAIT,
     CallStats,

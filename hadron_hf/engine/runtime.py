@@ -13,7 +13,7 @@ Who owns what:
   batches of that loop are running: the last batch to end closes it. This lookup of live runtimes is the
   only process-level table, and it is empty whenever no map is running.
 
-The Ray engine passes its cache store and its permit layer to ``Job`` explicitly (``hadron_hf.ray``).
+The Ray engine passes its cache store and its permit layer to ``Job`` explicitly (``hadron_hf.scale.ray_engine``).
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass, field
 from typing import Any
 
-from hadron_hf.cache import CachedChatModel, CacheStore, SQLiteStore
 from hadron_hf.chat import ChatModel
 from hadron_hf.config import AutoReasonConfig, ModelConfig, check_shared_endpoints
-from hadron_hf.endpoint import CallStats, Endpoint, InterruptedJobError, JobStop, Limits
+from hadron_hf.core.tournament import RoleModels, TournamentSettings
+from hadron_hf.engine.cache import CachedChatModel, CacheStore, SQLiteStore
+from hadron_hf.engine.endpoint import CallStats, Endpoint, InterruptedJobError, JobStop, Limits
+from hadron_hf.engine.fallback import FallbackChatModel
+from hadron_hf.engine.interrupts import InterruptGuard, raise_interrupt
+from hadron_hf.engine.local_models import LocalModels, build_backend
+from hadron_hf.engine.progress import PriceTable, RunProgress, should_show
+from hadron_hf.engine.resilience import ResilientChatModel
 from hadron_hf.errors import FatalBackendError
-from hadron_hf.fallback import FallbackChatModel
-from hadron_hf.interrupts import InterruptGuard, raise_interrupt
-from hadron_hf.local_models import LocalModels, build_backend
-from hadron_hf.progress import PriceTable, RunProgress, should_show
-from hadron_hf.resilience import ResilientChatModel
-from hadron_hf.tournament import RoleModels, TournamentSettings
 
 BackendWrapper = Callable[[ModelConfig, ChatModel], ChatModel]
 """``(model_config, backend) -> model``: a layer under retries and limits (the Ray engine's permits)."""
@@ -285,7 +285,7 @@ def build_runtime(config: AutoReasonConfig, *, store: CacheStore | None = None,
 class Job:
     """One refinement job: its config, the local models it keeps loaded, and a runtime per event loop.
 
-    Use ``open_job(config)``; ``hadron_hf.ray`` builds one per worker with its store and permits.
+    Use ``open_job(config)``; ``hadron_hf.scale.ray_engine`` builds one per worker with its store and permits.
 
     Args:
         config: the configuration.

@@ -32,18 +32,16 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, Features, List, Value
 
 from hadron_hf import columns as col
-from hadron_hf.borda import LABELS
-from hadron_hf.cli_options import add_output_arguments, add_refined_input_arguments
+from hadron_hf.core.borda import LABELS
+from hadron_hf.core.prompts import task_text
 from hadron_hf.errors import InputError
 from hadron_hf.inputs import normalize_prompt
-from hadron_hf.prompts import task_text
 
 GENERATION = "generation"
 INSTRUCTION = "instruction"
@@ -194,31 +192,6 @@ def write_hadron_rows(rows: Dataset, output: str | Path) -> Path:
     else:
         rows.to_json(str(output), lines=True, force_ascii=False)
     return output
-
-
-def add_migration_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of the migration recipe (``hadron-hf recipe hadron``, ``recipes/hadron.py``)."""
-    add_refined_input_arguments(parser)
-    add_output_arguments(parser, "hadron-hf-output/hadron.jsonl")
-    parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
-    parser.set_defaults(func=run_migration)
-
-
-def run_migration(args: argparse.Namespace) -> int:
-    """Load a refined dataset, migrate it and write it; prints what it did. Returns the exit code."""
-    from hadron_hf.cli_options import refined_input
-    from hadron_hf.sources import check_output
-    from hadron_hf.views import load_refined
-
-    source = refined_input(args)
-    check_output(args.output, args.overwrite)
-    refined = load_refined(source, args.split, args.limit)
-    rows = to_hadron_rows(refined, args.prompt_column)
-    path = write_hadron_rows(rows, args.output)
-    print(f"Migrated {source}: {len(refined)} rows in, {len(rows)} rows out "
-          f"({len(refined) - len(rows)} failed rows left out)")
-    print(f"Wrote {path}")
-    return 0
 
 
 def _is_ok(status: str | None) -> bool:

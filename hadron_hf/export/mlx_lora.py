@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -25,9 +24,8 @@ from typing import Any
 
 from datasets import Dataset
 
-from hadron_hf.cli_options import add_output_arguments, add_refined_input_arguments
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.views import SftOptions, build_view
+from hadron_hf.views.builders import SftOptions, build_view
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 DEFAULT_RATIOS: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -150,41 +148,3 @@ def write_mlx_dataset(refined: Dataset, output: str | Path, *, options: SftOptio
             path.write_text("".join(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n" for r in part))
     return MlxExport(folder, {n: len(p) for n, p in parts.items()},
                      {n: len({prompt_key(r) for r in p}) for n, p in parts.items()}, view.rows_in, view.dropped)
-
-
-def add_mlx_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of the MLX LoRA recipe (``hadron-hf recipe mlx-lora``, ``recipes/mlx_lora.py``)."""
-    add_refined_input_arguments(parser)
-    add_output_arguments(parser, "hadron-hf-output/mlx-lora")
-    parser.add_argument("--ratios", default="0.8,0.1,0.1", type=_ratios,
-                        help="train,valid,test shares of the prompts")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
-    parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
-    parser.add_argument("--system-prompt", help="a system message to put first when the prompt has none")
-    parser.add_argument("--cot", choices=["none", "think"], default="none",
-                        help="put the answer's reasoning in <think> tags before it (rows without any are dropped)")
-    parser.set_defaults(func=run_mlx_export)
-
-
-def run_mlx_export(args: argparse.Namespace) -> int:
-    """Load a refined dataset and write its MLX LoRA data folder; prints the split. Returns the exit code."""
-    from hadron_hf.cli_options import refined_input
-    from hadron_hf.sources import check_output
-    from hadron_hf.views import load_refined
-
-    source = refined_input(args)
-    check_output(args.output, args.overwrite)
-    refined = load_refined(source, args.split, args.limit)
-    options = SftOptions(args.prompt_column, args.system_prompt, "messages", args.cot)
-    export = write_mlx_dataset(refined, args.output, options=options, ratios=args.ratios, seed=args.seed)
-    print(f"MLX LoRA data from {source} (seed {args.seed}):\n{export.render()}")
-    print(f"Wrote {export.folder}; train with: mlx_lm.lora --model MODEL --train --data {export.folder}")
-    return 0
-
-
-def _ratios(text: str) -> tuple[float, float, float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-        return check_ratios(values)
-    except (ValueError, ConfigError) as exc:
-        raise argparse.ArgumentTypeError(f"expected three shares like 0.8,0.1,0.1: {exc}") from None

@@ -1,6 +1,6 @@
 """Budgets shared by many workers: each endpoint's RPM, TPM and concurrency, over a sliding window.
 
-``ClusterLimiter`` holds every endpoint's budget in one place; ``hadron_hf.ray`` runs it as one named Ray
+``ClusterLimiter`` holds every endpoint's budget in one place; ``hadron_hf.scale.ray_engine`` runs it as one named Ray
 actor that every worker asks for a permit before each call. It needs no Ray itself: ``BudgetWindow`` is
 plain arithmetic over explicit times, and ``ClusterLimiter`` plain asyncio.
 """

@@ -18,7 +18,7 @@ Install with ``pip install "hadron_hf[ray]"``.
 
 Example:
     >>> import ray.data
-    >>> from hadron_hf.ray import RayOptions, refine_ray
+    >>> from hadron_hf.scale.ray_engine import RayOptions, refine_ray
     >>> ds = ray.data.read_parquet("s3://bucket/prompts/")  # doctest: +SKIP
     >>> refine_ray(ds, cfg, RayOptions(num_workers=8)).write_parquet("s3://bucket/refined/")  # doctest: +SKIP
 """
@@ -39,13 +39,13 @@ from pydantic import BaseModel
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hadron_hf import columns as col
-from hadron_hf.cache import RequestCache
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
-from hadron_hf.cluster_limiter import GUARD_S, ClusterLimiter, EndpointBudget
 from hadron_hf.config import AutoReasonConfig, ModelConfig
+from hadron_hf.dataset_map import autoreason_map
+from hadron_hf.engine.cache import RequestCache
+from hadron_hf.engine.runtime import Job
 from hadron_hf.errors import ConfigError, HadronError, RateLimitError
-from hadron_hf.map import autoreason_map
-from hadron_hf.runtime import Job
+from hadron_hf.scale.cluster_limiter import GUARD_S, ClusterLimiter, EndpointBudget
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
-"""Fakes for tests, benchmarks and offline experiments: a real OpenAI-compatible chat server on 127.0.0.1, and
-``ScriptedChatModel``, an in-process ``ChatModel`` that replays scripted replies. The library never imports
-this module.
+"""A real OpenAI-compatible chat server on 127.0.0.1 for tests, benchmarks and offline experiments
+(import it from ``hadron_hf.testing``; the library never imports it).
 
 It answers every role of the tournament with deterministic text derived from the request, so a re-run
 with the same seed gets the same replies, and it injects faults (429 with ``Retry-After``, 503, dropped
@@ -22,58 +21,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
 
-from hadron_hf import prompts
-from hadron_hf.chat import Completion, Message, SamplingParams, split_reasoning
-
-Reply = str | BaseException | Callable[[list[Message], SamplingParams], "str | BaseException"]
-"""A scripted reply: its text (``<think>`` blocks become the reasoning), an error to raise, or a function
-of the call's messages and params that returns either."""
-
-
-@dataclass
-class ScriptedChatModel:
-    """A fake ``ChatModel`` that replays queued replies and records every call.
-
-    Args:
-        replies: replies used in order, one per call (see ``Reply``).
-        default: the reply once ``replies`` is used up; ``None``: running out fails the test.
-        model: the name reported in each completion.
-        latency: seconds each call awaits before answering (0 still yields to the event loop once).
-        calls: every call's messages and params, in order (filled in as calls arrive).
-
-    Example:
-        >>> fake = ScriptedChatModel(["first", RuntimeError("down")], default=lambda m, p: m[-1]["content"])
-    """
-
-    replies: list[Reply] = field(default_factory=list)
-    default: Reply | None = None
-    model: str = "scripted"
-    latency: float = 0.0
-    calls: list[tuple[list[Message], SamplingParams]] = field(default_factory=list)
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        """Answer with the next scripted reply (or raise it, when it is an error)."""
-        self.calls.append((list(messages), params))
-        await asyncio.sleep(self.latency)
-        if self.replies:
-            reply: Reply = self.replies.pop(0)
-        elif self.default is not None:
-            reply = self.default
-        else:
-            raise AssertionError(f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls")
-        result = reply(list(messages), params) if callable(reply) and not isinstance(reply, BaseException) else reply
-        if isinstance(result, BaseException):
-            raise result
-        answer, reasoning = split_reasoning(result)
-        return Completion(answer, reasoning, prompt_tokens=1, completion_tokens=1, model=self.model)
-
+from hadron_hf.core import prompts
 
 FAULT_KINDS: tuple[str, ...] = ("429", "503", "drop", "slow", "malformed", "empty", "garbage_judge")
 REPLY_FAULT_KINDS: tuple[str, ...] = ("no_message", "no_choices", "error_in_200", "429_tokens")
@@ -445,12 +400,3 @@ class FakeOpenAIServer:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
-
-
-def __getattr__(name: str) -> Any:
-    # The batch API fake lives in a module of its own (it builds on FakeOpenAIServer above).
-    if name in ("FakeBatchServer", "BatchFaults", "BatchLog"):
-        from hadron_hf import _testing_batch
-
-        return getattr(_testing_batch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,12 +27,11 @@ from typing import Any, Literal
 from datasets import Dataset, Features, List, Value
 
 from hadron_hf import columns as col
-from hadron_hf import prompts
 from hadron_hf.chat import Message
+from hadron_hf.core import prompts
 from hadron_hf.errors import ConfigError, InputError
 from hadron_hf.inputs import normalize_prompt
-from hadron_hf.pairs import EMPTY_ANSWER, Pair, filter_pairs, row_pairs
-from hadron_hf.sources import load_refined as load_refined  # re-exported: the loader lives in sources
+from hadron_hf.views.pairs import EMPTY_ANSWER, Pair, filter_pairs, row_pairs
 
 VIEW_NAMES: tuple[str, ...] = ("sft", "dpo", "critic", "reward", "kto")
 MESSAGES = List({"role": Value("string"), "content": Value("string")})

@@ -24,14 +24,14 @@ from hadron_hf import columns as col
 from hadron_hf.config import AutoReasonConfig, ModelConfig
 from hadron_hf.errors import ConfigError
 from hadron_hf.summary import summarize
-from hadron_hf.views import ViewResult, view_features
+from hadron_hf.views.builders import ViewResult, view_features
 
 
 def _card_dir() -> Path:
     # An installed wheel ships the templates as hadron_hf/dataset_cards/ (package data); a source checkout
     # keeps them in the top-level dataset_cards/ folder beside the package.
     installed = Path(str(importlib.resources.files("hadron_hf").joinpath("dataset_cards")))
-    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "dataset_cards"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "dataset_cards"
 
 
 CARD_DIR = _card_dir()

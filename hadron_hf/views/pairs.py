@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hadron_hf import columns as col
-from hadron_hf.borda import CANDIDATES, RULES
+from hadron_hf.core.borda import CANDIDATES, RULES
 
 EMPTY_ANSWER = "empty answer"
 NO_REJECTED = "no rejected answer"
