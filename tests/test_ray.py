@@ -21,7 +21,8 @@ from datasets import load_from_disk  # noqa: E402
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map  # noqa: E402
 from hadron_hf.engine.cache import RequestCache  # noqa: E402
-from hadron_hf.cli import build_parser, config_from_args, main  # noqa: E402
+from hadron_hf.cli import build_parser, main  # noqa: E402
+from hadron_hf.cli.options import config_from_args  # noqa: E402
 from hadron_hf.scale.cluster_limiter import BudgetWindow, EndpointBudget  # noqa: E402
 from hadron_hf.columns import OUTPUT_COLUMNS  # noqa: E402
 from hadron_hf.scale.ray_engine import RayOptions, refine_ray  # noqa: E402

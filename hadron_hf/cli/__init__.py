@@ -177,7 +177,3 @@ def _quiet(on: bool) -> Iterator[None]:
 
 def _version() -> str:
     return package_version()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -74,5 +74,5 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_subcommand(subparsers: Any) -> None:
     """Add ``hadron-hf build`` to the command line."""
-    text = "sample a prompt collection, refine it, write and publish the training sets"
+    text = "sample a prompt collection, refine it, publish training sets"
     add_build_arguments(subparsers.add_parser("build", help=text, description=text[0].upper() + text[1:] + "."))

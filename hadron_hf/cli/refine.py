@@ -24,7 +24,7 @@ from hadron_hf.views import VIEW_NAMES
 
 def add_subcommand(subparsers: Any) -> None:
     """Add ``hadron-hf demo`` and ``hadron-hf refine`` to the command line."""
-    demo = subparsers.add_parser("demo", help="refine bundled prompts on the embedded model (no key, no network)",
+    demo = subparsers.add_parser("demo", help="refine bundled prompts on the embedded model, offline",
                                  description="Refine a few bundled prompts on the embedded SmolLM2 model and write the "
                                              "refined dataset and every training view.")
     demo.add_argument("--rows", type=int, default=3, help="how many bundled prompts, drawn at random (seeded)")
@@ -33,7 +33,7 @@ def add_subcommand(subparsers: Any) -> None:
     demo.set_defaults(func=run_demo)
 
     refine = subparsers.add_parser(
-        "refine", help="refine any dataset (file, save_to_disk folder, bundled or Hub name)",
+        "refine", help="refine a dataset: a file, a folder, 'bundled' or a Hub name",
         description="Refine a dataset with the AutoReason tournament and write the refined rows, every training view "
                     "with its card, and run.json.")
     add_refine_arguments(refine)

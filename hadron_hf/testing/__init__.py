@@ -18,9 +18,8 @@ from hadron_hf.testing.openai_server import (
     FakeOpenAIServer,
     Faults,
     ServerLog,
-    role_of,
-    scripted_reply,
 )
+from hadron_hf.testing.replies import role_of, scripted_reply
 from hadron_hf.testing.scripted import Reply, ScriptedChatModel
 
 __all__ = ["ERROR_STYLES", "FAULT_KINDS", "REPLY_FAULT_KINDS", "BatchFaults", "BatchLog", "FakeBatchServer",

@@ -27,7 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hadron_hf.testing.openai_server import FakeOpenAIServer, role_of, scripted_reply
+from hadron_hf.testing.openai_server import FakeOpenAIServer
+from hadron_hf.testing.replies import role_of, scripted_reply
 
 _STAGES = ((0.1, "validating"), (0.9, "in_progress"), (1.0, "finalizing"))
 
