@@ -33,6 +33,7 @@ from hadron_hf.chat import Message, SamplingParams
 from hadron_hf.cli import build_parser
 from hadron_hf.cli import main as cli_main
 from hadron_hf.cli.options import config_from_args
+from hadron_hf.engine.progress import PriceTable, ProgressSnapshot
 from hadron_hf.errors import (
     AuthenticationError,
     ConfigError,
@@ -40,7 +41,6 @@ from hadron_hf.errors import (
     RateLimitError,
     RequestRejectedError,
 )
-from hadron_hf.engine.progress import PriceTable, ProgressSnapshot
 from hadron_hf.testing import BatchFaults, FakeBatchServer
 
 HERE = Path(__file__).parent

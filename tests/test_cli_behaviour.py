@@ -14,9 +14,9 @@ import pytest
 from datasets import load_from_disk
 
 from hadron_hf import AutoReasonConfig, ModelConfig, cli
-from hadron_hf.views.cards import describe_model
 from hadron_hf.pipeline import config_as_json
 from hadron_hf.testing import FakeOpenAIServer
+from hadron_hf.views.cards import describe_model
 
 TOURNAMENT = ["--judges", "2", "--max-iterations", "1"]
 

@@ -116,7 +116,7 @@ def reachable(module: str) -> set[str]:
 
 def test_every_module_has_a_layer_and_every_placed_module_exists() -> None:
     found = found_modules()
-    assert not found - set(LAYERS), f"place these modules in tests/test_layers.py's LAYERS: {sorted(found - set(LAYERS))}"
+    assert not found - set(LAYERS), f"place these modules in this file's LAYERS: {sorted(found - set(LAYERS))}"
     assert not set(LAYERS) - found, f"LAYERS names modules that do not exist: {sorted(set(LAYERS) - found)}"
 
 

@@ -1,4 +1,5 @@
-"""``hadron_hf.scale.ray_engine`` and ``hadron_hf.scale.cluster_limiter`` on a local Ray instance against the loopback server."""
+"""``hadron_hf.scale.ray_engine`` and ``hadron_hf.scale.cluster_limiter`` on a local Ray instance against the
+loopback server."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ import ray.data  # noqa: E402
 from datasets import load_from_disk  # noqa: E402
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map  # noqa: E402
-from hadron_hf.engine.cache import RequestCache  # noqa: E402
 from hadron_hf.cli import build_parser, main  # noqa: E402
 from hadron_hf.cli.options import config_from_args  # noqa: E402
-from hadron_hf.scale.cluster_limiter import BudgetWindow, EndpointBudget  # noqa: E402
 from hadron_hf.columns import OUTPUT_COLUMNS  # noqa: E402
+from hadron_hf.engine.cache import RequestCache  # noqa: E402
+from hadron_hf.scale.cluster_limiter import BudgetWindow, EndpointBudget  # noqa: E402
 from hadron_hf.scale.ray_engine import RayOptions, refine_ray  # noqa: E402
 from hadron_hf.sources import load_prompts  # noqa: E402
 from hadron_hf.testing import FakeOpenAIServer  # noqa: E402

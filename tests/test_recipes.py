@@ -18,8 +18,8 @@ from datasets import load_dataset
 from fakehub import FakeHub
 
 from hadron_hf import cli
-from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.sources import load_refined
+from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.views import ERROR_ROW, VIEW_NAMES, PairOptions, build_view
 
 # huggingface_hub's LFS upload passes a file object as `data=`, which its bundled httpx deprecates.

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hadron_hf.core import prompts
 from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.core import prompts
+from hadron_hf.core.tournament import RoleModels, TournamentSettings, row_seed, run_tournament
 from hadron_hf.errors import ServerError
 from hadron_hf.testing import role_of
-from hadron_hf.core.tournament import RoleModels, TournamentSettings, row_seed, run_tournament
 
 TASK: list[Message] = [{"role": "user", "content": "Explain TCP slow start."}]
 _CANDIDATE = re.compile(r'<candidate id="(X\d)">\n(.*?)\n</candidate>', re.DOTALL)
