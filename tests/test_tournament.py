@@ -186,7 +186,7 @@ async def test_label_permutation_bookkeeping() -> None:
     result = await play(fake, judges=5, max_iterations=1)
     for vote in result.rounds[0].votes:
         assert vote.ranking == vote.shown
-    for (role, msgs, _), vote in zip([c for c in fake.calls if c[0] == "judge"], result.rounds[0].votes,
+    for (_role, msgs, _), _vote in zip([c for c in fake.calls if c[0] == "judge"], result.rounds[0].votes,
                                      strict=False):
         shown = dict(_CANDIDATE.findall(msgs[-1]["content"]))
         assert sorted(shown) == ["X1", "X2", "X3"]

@@ -59,7 +59,9 @@ def parse_ranking(reply: str, labels: Sequence[str] = LABELS) -> tuple[str, ...]
         raise RankingParseError(f"no RANKING line in judge reply: {_excerpt(reply)!r}")
     by_key = {label.lower(): label for label in labels}
     pattern = re.compile(
-        r"(?<![A-Za-z0-9])(" + "|".join(re.escape(k) for k in sorted(by_key, key=len, reverse=True)) + r")(?![A-Za-z0-9])",
+        r"(?<![A-Za-z0-9])("
+        + "|".join(re.escape(k) for k in sorted(by_key, key=len, reverse=True))
+        + r")(?![A-Za-z0-9])",
         re.IGNORECASE,
     )
     found = tuple(by_key[m.lower()] for m in pattern.findall(bodies[-1]))
