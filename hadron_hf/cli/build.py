@@ -12,6 +12,7 @@ from hadron_hf.build import DEFAULT_VIEWS, SampleSpec, build, draw_sample
 from hadron_hf.cli.options import (
     add_engine_arguments,
     add_hub_arguments,
+    add_input_arguments,
     add_model_arguments,
     add_output_arguments,
     add_tournament_arguments,
@@ -51,10 +52,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hadron-hf build`` and ``recipes/build.py``."""
-    parser.add_argument("input", help="a Hub dataset (streamed), a .jsonl/.json/.csv/.parquet/.txt file, "
-                                      f"a save_to_disk folder, or {BUNDLED!r} for the bundled prompts")
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, help="read only the first N rows of the input (default: all)")
+    add_input_arguments(parser, "a Hub dataset (streamed), a .jsonl/.json/.csv/.parquet/.txt file, a save_to_disk "
+                                f"folder, or {BUNDLED!r} for the bundled prompts")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--sample-size", type=int, help="refine at most N prompts, drawn by --sample (default: all)")
     sampling.add_argument("--sample", choices=["random", "first", "stratified"], default="random",

@@ -10,7 +10,9 @@ from datasets import Dataset
 
 from hadron_hf import columns as col
 from hadron_hf.cli.options import (
+    REFINED_INPUT,
     add_hub_arguments,
+    add_input_arguments,
     add_model_arguments,
     add_output_arguments,
     check_keys,
@@ -32,10 +34,7 @@ def add_subcommand(subparsers: Any) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hadron-hf eval`` and ``recipes/eval.py``."""
-    parser.add_argument("input", help="a refined dataset: a refine/demo/build output folder, a save_to_disk folder, "
-                                      "a parquet/jsonl file or a Hub name")
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows (default: all)")
+    add_input_arguments(parser, REFINED_INPUT)
     add_output_arguments(parser, "hadron-hf-output/eval")
     # The baseline's model (and the judges' when none are given): by default the refinement's own, from the
     # run.json of a refine/demo/build output folder.

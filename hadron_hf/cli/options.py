@@ -20,14 +20,23 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 """The key variable of ``--base-url`` when ``--api-key-env`` is not given."""
 
 
+REFINED_INPUT = "a refined dataset: a refine/demo/build output folder, a save_to_disk folder, a .parquet/.jsonl file "\
+    "or a Hub repo"
+"""The help text of a command's input when it reads a refined dataset (``sources.load_refined``)."""
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, what: str, optional: bool = False) -> None:
+    """The positional input (``what`` is its help), ``--split`` and ``--limit``: the same three on every command."""
+    parser.add_argument("input", nargs="?" if optional else None, help=what)
+    parser.add_argument("--split", default="train", help="split of the input")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of the input (default: all)")
+
+
 def add_refined_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the positional input and ``--split``: where a recipe reads its refined dataset (see ``load_refined``)."""
-    parser.add_argument("input", nargs="?", help="refined dataset: an output folder of refine/demo/build, a "
-                                                 "save_to_disk folder, a .parquet/.jsonl file, or a Hub repo")
+    """Where a recipe reads its refined dataset: the input (optional while ``--input`` is accepted), split, limit."""
+    add_input_arguments(parser, REFINED_INPUT, optional=True)
     # The recipes took --input before every command took its input as a positional; old scripts keep working.
     parser.add_argument("--input", dest="input_option", help=argparse.SUPPRESS)
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of the input")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, default: str, what: str = "output folder") -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from hadron_hf.cli.options import (
     add_engine_arguments,
     add_hub_arguments,
+    add_input_arguments,
     add_model_arguments,
     add_output_arguments,
     add_tournament_arguments,
@@ -42,10 +43,8 @@ def add_subcommand(subparsers: Any) -> None:
 
 def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hadron-hf refine``."""
-    parser.add_argument("input", help="a .jsonl/.json/.csv/.parquet/.txt file, a save_to_disk folder, 'bundled' "
-                                      "(the prompts shipped with hadron_hf) or a Hub dataset name")
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows (default: all)")
+    add_input_arguments(parser, "a .jsonl/.json/.csv/.parquet/.txt file, a save_to_disk folder, 'bundled' (the prompts "
+                                "shipped with hadron_hf) or a Hub dataset name")
     add_output_arguments(parser, "hadron-hf-output/refined")
     parser.add_argument("--views", nargs="+", default=None, metavar="VIEW",
                         help="training views to write (default: sft dpo critic reward kto)")

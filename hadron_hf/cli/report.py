@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hadron_hf.cli.options import add_output_arguments
+from hadron_hf.cli.options import REFINED_INPUT, add_input_arguments, add_output_arguments
 from hadron_hf.report.html import write_report
 from hadron_hf.sources import check_output, load_refined, read_run_info, refined_location
 
@@ -14,11 +14,8 @@ def add_subcommand(subparsers: Any) -> None:
     """Add ``hadron-hf report INPUT -o report.html`` to the CLI."""
     text = "write a self-contained HTML report of a refined dataset"
     parser = subparsers.add_parser("report", help=text, description=text[0].upper() + text[1:] + ".")
-    parser.add_argument("input", help="a refine/demo/build output folder, a save_to_disk folder, a .jsonl/.parquet "
-                                      "file or a Hub repo")
+    add_input_arguments(parser, REFINED_INPUT)
     add_output_arguments(parser, "report.html", "the HTML file to write")
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows (default: all)")
     parser.add_argument("--title", default=None, help="page title (default: from the run's input name)")
     parser.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
     parser.set_defaults(func=run_report)
