@@ -93,9 +93,9 @@ def make_config(args: argparse.Namespace) -> AutoReasonConfig:
 
 async def tournament_pass(cfg: AutoReasonConfig, prompts: list[str]) -> tuple[Pass, list[Any]]:
     """Refine ``prompts`` concurrently through the full runtime stack, recording every call."""
-    from hadron_hf.map import refine_row
-    from hadron_hf.runtime import runtime_for
-    from hadron_hf.tournament import RoleModels
+    from hadron_hf.core.tournament import RoleModels
+    from hadron_hf.dataset_map import refine_row
+    from hadron_hf.engine.runtime import runtime_for
 
     runtime = runtime_for(cfg)
     recorder = RecordingModel(runtime.roles.teacher)

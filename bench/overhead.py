@@ -60,7 +60,7 @@ async def stack_loop(cfg: Any, requests: list[dict[str, Any]], profiler: cProfil
     The stack's own semaphore holds them to ``max_concurrency``, as it does inside a tournament.
     """
     from hadron_hf.chat import SamplingParams
-    from hadron_hf.runtime import runtime_for
+    from hadron_hf.engine.runtime import runtime_for
 
     model = runtime_for(cfg).roles.teacher
 

@@ -1,4 +1,4 @@
-"""Rows/min of ``hadron_hf.ray.refine_ray`` with 1, 2 and 4 worker actors against the loopback server.
+"""Rows/min of ``hadron_hf.scale.ray_engine.refine_ray`` with 1, 2 and 4 worker actors against the loopback server.
 
 The server runs in a child process at a fixed latency. Each worker holds at most
 ``batch_size * 4 * tasks_per_worker`` rows at once (Ray Data runs 4 batches of an async function per task),
@@ -74,7 +74,7 @@ def run_once(url: str, workers: int, rows: int, batch_size: int, max_iterations:
     """Refine ``rows`` rows with ``workers`` actors; returns the end-to-end seconds."""
     import ray.data
 
-    from hadron_hf.ray import RayOptions, refine_ray
+    from hadron_hf.scale.ray_engine import RayOptions, refine_ray
 
     cfg = AutoReasonConfig(
         model=ModelConfig(base_url=url, model="fake", api_key="bench", max_concurrency=10_000, timeout=600),

@@ -1,4 +1,5 @@
-"""``hadron-hf build``: one resumable command from a prompt collection to published training sets.
+"""Sampling for ``hadron-hf build`` (its command is ``hadron_hf.cli.build``): from a prompt collection to
+published training sets, resumably.
 
 It samples prompts from a Hub dataset (streamed: a 1M-row source is never loaded for a 1k-row sample), a
 local file (``.jsonl``/``.json``/``.csv``/``.parquet``/``.txt``), a ``save_to_disk`` folder or the bundled
@@ -14,10 +15,8 @@ before an interruption comes from the request cache; the summary says how many.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,11 +26,11 @@ from typing import Any, Literal
 from datasets import Dataset, Features, List
 
 from hadron_hf.config import AutoReasonConfig
-from hadron_hf.errors import FatalBackendError, InputError
-from hadron_hf.pipeline import Output, RunOptions, estimate_run, quiet_progress_bars, run_pipeline
-from hadron_hf.sources import BUNDLED, open_dataset
+from hadron_hf.errors import InputError
+from hadron_hf.pipeline import Output, RunOptions, run_pipeline
+from hadron_hf.sources import open_dataset
 from hadron_hf.summary import RunSummary
-from hadron_hf.views import MESSAGES, VIEW_NAMES
+from hadron_hf.views.builders import MESSAGES
 
 PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "text", "instruction", "question", "messages", "turns")
 """Columns tried, in order, when no prompt column is given."""
@@ -234,7 +233,7 @@ def build(source: str, config: AutoReasonConfig, output: Path, spec: SampleSpec,
         InputError: see ``sample_prompts``. ConfigError: a bad ``push_to``, unknown views or a refused push.
         FatalBackendError: the model cannot be reached; completed calls stay in the request cache.
     """
-    sample, config = _sample(source, config, spec, prompt_column, say)
+    sample, config = draw_sample(source, config, spec, prompt_column, say)
     options = RunOptions(source=source, split=spec.split, sampling=spec.describe(), batch_size=batch_size,
                          engine=engine, num_workers=num_workers, views=tuple(views), license=license,
                          push_to=push_to, private=private)
@@ -243,8 +242,9 @@ def build(source: str, config: AutoReasonConfig, output: Path, spec: SampleSpec,
     return BuildReport(source, spec, sample, result.summary, result.outputs)
 
 
-def _sample(source: str, config: AutoReasonConfig, spec: SampleSpec, prompt_column: str | None,
-            say: Callable[[str], None]) -> tuple[Sample, AutoReasonConfig]:
+def draw_sample(source: str, config: AutoReasonConfig, spec: SampleSpec, prompt_column: str | None,
+                say: Callable[[str], None]) -> tuple[Sample, AutoReasonConfig]:
+    """Draw the sample (``sample_prompts``), point the config at its prompt column, and say what will run."""
     sample = sample_prompts(source, spec, prompt_column)
     config = config.model_copy(update={"prompt_column": sample.prompt_column})
     say(f"Refining {len(sample.dataset)} prompts (column {sample.prompt_column!r}) of {source} with "
@@ -275,69 +275,3 @@ def _prompt_key(value: Any) -> str:
     if isinstance(value, str):
         value = value.strip()
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def run_build(args: argparse.Namespace) -> int:
-    """``hadron-hf build`` from parsed arguments; prints the closing table. Returns the exit code."""
-    from hadron_hf.cli import config_from_args
-    from hadron_hf.sources import check_output
-
-    if not args.estimate:
-        check_output(args.output, args.overwrite)
-    config = config_from_args(args)
-    requested = args.prompt_column or (config.prompt_column if "prompt_column" in config.model_fields_set else None)
-    spec = SampleSpec(args.sample_size, config.seed if args.seed is None else args.seed, args.sample,
-                      args.stratify_column, not args.keep_duplicates, args.split, args.limit)
-    if args.estimate:
-        sample, config = _sample(args.input, config, spec, requested, print)
-        with quiet_progress_bars():
-            print(estimate_run(sample.dataset, config, batch_size=args.batch_size).render())
-        return 0
-    try:
-        report = build(args.input, config, Path(args.output), spec, prompt_column=requested, views=args.views,
-                       push_to=args.push_to_hub, private=args.private, license=args.license,
-                       batch_size=args.batch_size, engine=args.engine, num_workers=args.num_workers)
-    except FatalBackendError:
-        print("hadron-hf: completed calls are in the request cache; re-run the same command to resume",
-              file=sys.stderr)
-        raise
-    print("Build summary\n" + report.render())
-    print("\n".join(f"Wrote {o.path}" + (f"\nPushed to {o.url}" if o.url else "") for o in report.outputs))
-    return 0
-
-
-def add_build_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``hadron-hf build`` and ``recipes/build.py``."""
-    from hadron_hf.cli import (
-        add_engine_arguments,
-        add_hub_arguments,
-        add_model_arguments,
-        add_output_arguments,
-        add_tournament_arguments,
-    )
-
-    parser.add_argument("input", help="a Hub dataset (streamed), a .jsonl/.json/.csv/.parquet/.txt file, "
-                                      f"a save_to_disk folder, or {BUNDLED!r} for the bundled prompts")
-    parser.add_argument("--split", default="train", help="split of the input")
-    parser.add_argument("--limit", type=int, help="read only the first N rows of the input (default: all)")
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--sample-size", type=int, help="refine at most N prompts, drawn by --sample (default: all)")
-    sampling.add_argument("--sample", choices=["random", "first", "stratified"], default="random",
-                          help="random (seeded; a shuffle buffer on streams), the first N, or stratified")
-    sampling.add_argument("--stratify-column", default="category", help="category column of --sample stratified")
-    sampling.add_argument("--keep-duplicates", action="store_true", help="do not drop repeated prompts")
-    add_output_arguments(parser, "hadron-hf-output/build")
-    parser.add_argument("--views", nargs="+", choices=VIEW_NAMES, default=list(DEFAULT_VIEWS),
-                        help="training views to write")
-    parser.add_argument("--license", default="other", help="the cards' license metadata")
-    add_hub_arguments(parser, "NAMESPACE/PREFIX", "push to the Hub repos PREFIX-refined and PREFIX-{view}")
-    add_engine_arguments(parser)
-    add_model_arguments(parser)
-    add_tournament_arguments(parser)
-    parser.set_defaults(func=run_build)
-
-
-def add_subcommand(subparsers: Any) -> None:
-    """Add ``hadron-hf build`` to the command line."""
-    text = "sample a prompt collection, refine it, write and publish the training sets"
-    add_build_arguments(subparsers.add_parser("build", help=text, description=text[0].upper() + text[1:] + "."))

@@ -37,7 +37,7 @@ class SamplingParams:
             line always fits within ``max_tokens`` (see ``backends.constraints.reasoning_chars``).
         speculative: scheduling metadata only, never sent and not part of the request-cache key: the
             call was started before anyone knew it would be needed (``TournamentSettings.speculate``), so
-            it waits behind every normal call for a concurrency slot (``endpoint.AdaptiveLimit``).
+            it waits behind every normal call for a concurrency slot (``engine.endpoint.AdaptiveLimit``).
     """
 
     temperature: float = 0.7

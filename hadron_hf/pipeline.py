@@ -28,13 +28,13 @@ from typing import Any, Literal
 
 from datasets import Dataset
 
-from hadron_hf.cards import Lineage, describe_model, package_version, render_refined_card, strip_credentials
 from hadron_hf.config import AutoReasonConfig
 from hadron_hf.errors import ConfigError
 from hadron_hf.inputs import check_output_columns
 from hadron_hf.sources import RUN_INFO
 from hadron_hf.summary import RunSummary, summarize
-from hadron_hf.views import OPTION_TYPES, VIEW_NAMES, build_view
+from hadron_hf.views.builders import OPTION_TYPES, VIEW_NAMES, build_view
+from hadron_hf.views.cards import Lineage, describe_model, package_version, render_refined_card, strip_credentials
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def refine(ds: Dataset, config: AutoReasonConfig, *, batch_size: int = 8,
         ConfigError: an input column would be overwritten, or Ray is missing for ``engine="ray"``.
         FatalBackendError: the job cannot go on; completed calls stay in the request cache.
     """
-    from hadron_hf.map import autoreason_map
+    from hadron_hf.dataset_map import autoreason_map
 
     check_output_columns(ds.column_names, config.overwrite_columns)
     config = config.model_copy(update={"progress_total": len(ds)})
@@ -126,14 +126,14 @@ def refine(ds: Dataset, config: AutoReasonConfig, *, batch_size: int = 8,
     started = time.perf_counter()
     if engine == "ray":
         try:
-            from hadron_hf.ray import RayOptions, refine_dataset
+            from hadron_hf.scale.ray_engine import RayOptions, refine_dataset
         except ModuleNotFoundError as exc:
             if exc.name != "ray":
                 raise
             raise ConfigError('--engine ray needs Ray: pip install "hadron_hf[ray]"') from None
         out = refine_dataset(ds, config, RayOptions(num_workers=num_workers, batch_size=batch_size))
     else:
-        from hadron_hf.runtime import open_job
+        from hadron_hf.engine.runtime import open_job
 
         with open_job(config):  # one job: local models load once, every session is closed at the end
             out = ds.map(autoreason_map, batched=True, batch_size=batch_size, fn_kwargs={"config": config},
@@ -171,8 +171,8 @@ def run_pipeline(ds: Dataset, config: AutoReasonConfig, output: Path, options: R
 
 
 def _write_outputs(refined: Dataset, config: AutoReasonConfig, output: Path, options: RunOptions) -> list[Output]:
-    from hadron_hf.hub import push_with_card
-    from hadron_hf.recipe import publish_view, write_view
+    from hadron_hf.views.hub import push_with_card
+    from hadron_hf.views.write import publish_view, write_view
 
     output.mkdir(parents=True, exist_ok=True)
     path = output / "refined"

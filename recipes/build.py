@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hadron_hf.build import add_build_arguments, run_build
 from hadron_hf.cli import run_script
+from hadron_hf.cli.build import add_build_arguments, run_build
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hadron_hf.cli import run_script
-from hadron_hf.evaluate import add_eval_arguments, run_eval
+from hadron_hf.cli.evaluate import add_eval_arguments, run_eval
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hadron_hf.cli import run_script
-from hadron_hf.migrate import add_migration_arguments, run_migration
+from hadron_hf.cli.export import add_migration_arguments, run_migration
 
 
 def main(argv: Sequence[str] | None = None) -> int:

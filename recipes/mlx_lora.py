@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hadron_hf.cli import run_script
-from hadron_hf.mlx_export import add_mlx_arguments, run_mlx_export
+from hadron_hf.cli.export import add_mlx_arguments, run_mlx_export
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hadron_hf.cli import run_script
-from hadron_hf.recipe import add_recipe_arguments, run_recipe
+from hadron_hf.cli.recipe import add_recipe_arguments, run_recipe
 
 
 def main(argv: Sequence[str] | None = None) -> int:

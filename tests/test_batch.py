@@ -30,8 +30,10 @@ from hadron_hf.backends.batch_api import batch_failure
 from hadron_hf.backends.batch_store import BatchStore
 from hadron_hf.backends.openai import OpenAIChatModel
 from hadron_hf.chat import Message, SamplingParams
-from hadron_hf.cli import build_parser, config_from_args
+from hadron_hf.cli import build_parser
 from hadron_hf.cli import main as cli_main
+from hadron_hf.cli.options import config_from_args
+from hadron_hf.engine.progress import PriceTable, ProgressSnapshot
 from hadron_hf.errors import (
     AuthenticationError,
     ConfigError,
@@ -39,7 +41,6 @@ from hadron_hf.errors import (
     RateLimitError,
     RequestRejectedError,
 )
-from hadron_hf.progress import PriceTable, ProgressSnapshot
 from hadron_hf.testing import BatchFaults, FakeBatchServer
 
 HERE = Path(__file__).parent

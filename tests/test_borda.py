@@ -1,6 +1,6 @@
 import pytest
 
-from hadron_hf.borda import (
+from hadron_hf.core.borda import (
     HADRON_RULE,
     PAPER_RULE,
     borda_loser,

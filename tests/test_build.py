@@ -20,7 +20,7 @@ from fakehub import FakeHub
 
 from hadron_hf import cli
 from hadron_hf.build import SampleSpec, as_prompt, detect_prompt_column, sample_prompts, stratify
-from hadron_hf.cache import RequestCache
+from hadron_hf.engine.cache import RequestCache
 from hadron_hf.errors import InputError
 from hadron_hf.sources import bundled_prompts
 from hadron_hf.testing import FakeOpenAIServer
@@ -140,8 +140,8 @@ def test_build_over_bundled_prompts_writes_every_output_with_its_card(
     rows = [bundled[0], bundled[0], bundled[1], bundled[1], *bundled[2:]]  # two duplicates among the first rows
     src = write_jsonl(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out"
-    assert cli.main(["build", str(src), "--sample-size", "10", "--sample", "first", "--base-url", server.url, *TOURNAMENT,
-                     "--output", str(out), "--license", "cc-by-4.0"]) == 0
+    assert cli.main(["build", str(src), "--sample-size", "10", "--sample", "first", "--base-url", server.url,
+                     *TOURNAMENT, "--output", str(out), "--license", "cc-by-4.0"]) == 0
     printed = squash(capsys.readouterr().out)
 
     refined = load_from_disk(str(out / "refined"))

@@ -15,8 +15,8 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.cache import CachedChatModel, RequestCache, SQLiteStore, decode_entry, request_key
 from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.engine.cache import CachedChatModel, RequestCache, SQLiteStore, decode_entry, request_key
 from hadron_hf.errors import ServerError
 from hadron_hf.testing import FakeOpenAIServer
 

@@ -15,7 +15,10 @@ from pydantic import SecretStr
 from test_views import BAD_PROMPTS, PROMPTS, refine_rows
 
 from hadron_hf import AutoReasonConfig, ModelConfig
-from hadron_hf.cards import (
+from hadron_hf.summary import summarize
+from hadron_hf.testing import FakeOpenAIServer
+from hadron_hf.views import VIEW_NAMES, CriticOptions, PairOptions, SftOptions, ViewOptions, build_view, view_features
+from hadron_hf.views.cards import (
     CARD_DIR,
     TRAINERS,
     Lineage,
@@ -24,9 +27,6 @@ from hadron_hf.cards import (
     render_card,
     size_category,
 )
-from hadron_hf.summary import summarize
-from hadron_hf.testing import FakeOpenAIServer
-from hadron_hf.views import VIEW_NAMES, CriticOptions, PairOptions, SftOptions, ViewOptions, build_view, view_features
 
 fake_hub = fakehub.fake_hub
 

@@ -22,8 +22,8 @@ from hadron_hf.backends.constraints import (
     request_fields,
     resolve_mode,
 )
-from hadron_hf.borda import ranking_choices
 from hadron_hf.chat import SamplingParams
+from hadron_hf.core.borda import ranking_choices
 from hadron_hf.errors import ConfigError
 from hadron_hf.testing import FakeOpenAIServer, role_of
 

@@ -13,11 +13,11 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.borda import CANDIDATES, RULES, borda_scores, borda_winner
 from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.core.borda import CANDIDATES, RULES, borda_scores, borda_winner
+from hadron_hf.core.tournament import RoleModels, Round, TournamentSettings, run_tournament
 from hadron_hf.errors import ServerError
 from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
-from hadron_hf.tournament import RoleModels, Round, TournamentSettings, run_tournament
 
 TASK: list[Message] = [{"role": "user", "content": "Explain TCP slow start."}]
 _CANDIDATE = re.compile(r'<candidate id="(X\d)">\n(.*?)\n</candidate>', re.DOTALL)

@@ -19,11 +19,11 @@ import yaml
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ConfigError, ModelConfig, autoreason_map
-from hadron_hf.cache import CachedChatModel, RequestCache, SQLiteStore
 from hadron_hf.chat import Completion, Message, SamplingParams
 from hadron_hf.cli import main
+from hadron_hf.engine.cache import CachedChatModel, RequestCache, SQLiteStore
+from hadron_hf.engine.runtime import open_job, use_runtime
 from hadron_hf.errors import AuthenticationError, EndpointDownError
-from hadron_hf.runtime import open_job, use_runtime
 from hadron_hf.testing import FakeOpenAIServer, Faults, role_of
 
 PROMPTS = [f"Engine question {i}: explain idea {i} briefly." for i in range(4)]

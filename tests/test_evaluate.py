@@ -16,8 +16,8 @@ from fakehub import FakeHub
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.cli import main as cli_main
-from hadron_hf.eval_summary import bootstrap_ci
-from hadron_hf.evaluate import BASELINE, JUDGEMENT_FEATURES, EvalSettings, evaluate
+from hadron_hf.evaluation.evaluate import BASELINE, JUDGEMENT_FEATURES, EvalSettings, evaluate
+from hadron_hf.evaluation.stats import bootstrap_ci
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:Use 'content=<\.\.\.>' to upload raw bytes:DeprecationWarning")

@@ -11,9 +11,9 @@ from datasets import Dataset
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.backends.openai import OpenAIChatModel
 from hadron_hf.chat import Message, SamplingParams
+from hadron_hf.engine.fallback import FallbackChatModel
+from hadron_hf.engine.resilience import Limits, ResilientChatModel
 from hadron_hf.errors import AuthenticationError, EndpointDownError, RateLimitError
-from hadron_hf.fallback import FallbackChatModel
-from hadron_hf.resilience import Limits, ResilientChatModel
 from hadron_hf.testing import FakeOpenAIServer, Faults, ScriptedChatModel
 
 PROMPTS = [f"Explain topic {i} in one line." for i in range(6)]

@@ -24,10 +24,10 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.cache import RequestCache
+from hadron_hf.dataset_map import refine_row
+from hadron_hf.engine.cache import RequestCache
+from hadron_hf.engine.runtime import use_runtime
 from hadron_hf.errors import AuthenticationError, EndpointDownError, ModelNotFoundError
-from hadron_hf.map import refine_row
-from hadron_hf.runtime import use_runtime
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 HERE = Path(__file__).parent

@@ -5,8 +5,8 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, output_features
 from hadron_hf.columns import OUTPUT_COLUMNS, OUTPUT_FEATURES
+from hadron_hf.dataset_map import normalize_prompt
 from hadron_hf.errors import ConfigError
-from hadron_hf.map import normalize_prompt
 from hadron_hf.testing import FakeOpenAIServer
 
 PROMPTS = [f"Question {i}: explain topic number {i} in two sentences." for i in range(20)]
@@ -139,7 +139,8 @@ def test_same_seed_same_output_regardless_of_batching(server: FakeOpenAIServer, 
 
 def test_iterable_dataset_map(server: FakeOpenAIServer, cache_dir: str) -> None:
     ds = Dataset.from_dict({"prompt": PROMPTS[:3]}).to_iterable_dataset()
-    rows = list(ds.map(autoreason_map, batched=True, batch_size=2, fn_kwargs={"config": make_config(server.url, cache_dir)}))
+    config = make_config(server.url, cache_dir)
+    rows = list(ds.map(autoreason_map, batched=True, batch_size=2, fn_kwargs={"config": config}))
     assert [r["autoreason_status"] for r in rows] == ["ok"] * 3
 
 

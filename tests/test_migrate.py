@@ -12,9 +12,9 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, cli
-from hadron_hf.borda import LABELS, parse_ranking
+from hadron_hf.core.borda import LABELS, parse_ranking
 from hadron_hf.errors import InputError
-from hadron_hf.migrate import HADRON_FEATURES, hadron_row, to_hadron_rows
+from hadron_hf.export.hadron_rows import HADRON_FEATURES, hadron_row, to_hadron_rows
 from hadron_hf.testing import FakeOpenAIServer, Faults, role_of
 
 ROOT = Path(__file__).resolve().parent.parent

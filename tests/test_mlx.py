@@ -16,8 +16,8 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.borda import ranking_choices
 from hadron_hf.chat import SamplingParams
+from hadron_hf.core.borda import ranking_choices
 from hadron_hf.errors import ConfigError, FatalBackendError, ModelNotFoundError, RequestRejectedError
 
 

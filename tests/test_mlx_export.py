@@ -13,7 +13,7 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, cli
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.mlx_export import SPLITS, prompt_key, split_rows, write_mlx_dataset
+from hadron_hf.export.mlx_lora import SPLITS, prompt_key, split_rows, write_mlx_dataset
 from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.views import SftOptions
 

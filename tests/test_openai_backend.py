@@ -9,6 +9,7 @@ from hadron_hf.backends.openai import OpenAIChatModel, redact, retry_after_secon
 from hadron_hf.backends.openai_sdk import OpenAISDKChatModel
 from hadron_hf.chat import SamplingParams, split_reasoning
 from hadron_hf.config import ModelConfig
+from hadron_hf.engine.local_models import LocalModels, build_backend
 from hadron_hf.errors import (
     AuthenticationError,
     CallTimeoutError,
@@ -21,7 +22,6 @@ from hadron_hf.errors import (
     RetryableError,
     ServerError,
 )
-from hadron_hf.local_models import LocalModels, build_backend
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 TRANSPORTS = pytest.mark.parametrize("transport", [OpenAIChatModel, OpenAISDKChatModel], ids=["aiohttp", "sdk"])

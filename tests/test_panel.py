@@ -15,8 +15,8 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf import columns as col
+from hadron_hf.core.panel import balanced_orders, default_quorum
 from hadron_hf.errors import ConfigError, EndpointDownError
-from hadron_hf.panel import balanced_orders, default_quorum
 from hadron_hf.summary import summarize
 from hadron_hf.testing import FakeOpenAIServer, Faults, role_of
 from hadron_hf.views import PairOptions, build_view

@@ -8,11 +8,11 @@ import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.progress import PROGRESS_ENV, Price, PriceTable, ProgressSnapshot, progress_for, should_show
-from hadron_hf.runtime import use_runtime
+from hadron_hf.core.tournament import CallRecord
+from hadron_hf.engine.progress import PROGRESS_ENV, Price, PriceTable, ProgressSnapshot, progress_for, should_show
+from hadron_hf.engine.runtime import use_runtime
 from hadron_hf.summary import summarize
 from hadron_hf.testing import FakeOpenAIServer
-from hadron_hf.tournament import CallRecord
 
 PROMPTS = [f"Question {i}: explain topic {i}." for i in range(6)]
 

@@ -1,4 +1,5 @@
-"""``hadron_hf.ray`` and ``hadron_hf.cluster_limiter`` on a local Ray instance against the loopback server."""
+"""``hadron_hf.scale.ray_engine`` and ``hadron_hf.scale.cluster_limiter`` on a local Ray instance against the
+loopback server."""
 
 from __future__ import annotations
 
@@ -13,18 +14,19 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("ray", reason='hadron_hf.ray needs Ray: pip install "hadron_hf[ray]"')
+pytest.importorskip("ray", reason='hadron_hf.scale.ray_engine needs Ray: pip install "hadron_hf[ray]"')
 
 import ray  # noqa: E402
 import ray.data  # noqa: E402
 from datasets import load_from_disk  # noqa: E402
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map  # noqa: E402
-from hadron_hf.cache import RequestCache  # noqa: E402
-from hadron_hf.cli import build_parser, config_from_args, main  # noqa: E402
-from hadron_hf.cluster_limiter import BudgetWindow, EndpointBudget  # noqa: E402
+from hadron_hf.cli import build_parser, main  # noqa: E402
+from hadron_hf.cli.options import config_from_args  # noqa: E402
 from hadron_hf.columns import OUTPUT_COLUMNS  # noqa: E402
-from hadron_hf.ray import RayOptions, refine_ray  # noqa: E402
+from hadron_hf.engine.cache import RequestCache  # noqa: E402
+from hadron_hf.scale.cluster_limiter import BudgetWindow, EndpointBudget  # noqa: E402
+from hadron_hf.scale.ray_engine import RayOptions, refine_ray  # noqa: E402
 from hadron_hf.sources import load_prompts  # noqa: E402
 from hadron_hf.testing import FakeOpenAIServer  # noqa: E402
 
@@ -138,7 +140,7 @@ def test_rate_limit_holds_across_all_workers(cluster: str, server: FakeOpenAISer
 KILLED_JOB = """
 import json, sys, ray, ray.data
 from hadron_hf import AutoReasonConfig
-from hadron_hf.ray import RayOptions, refine_ray
+from hadron_hf.scale.ray_engine import RayOptions, refine_ray
 address, config_json, prompts_json = sys.argv[1:4]
 ray.init(address=address, logging_level="ERROR")
 source = ray.data.from_items([{"prompt": p} for p in json.loads(prompts_json)])

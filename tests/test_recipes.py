@@ -18,8 +18,9 @@ from datasets import load_dataset
 from fakehub import FakeHub
 
 from hadron_hf import cli
+from hadron_hf.sources import load_refined
 from hadron_hf.testing import FakeOpenAIServer
-from hadron_hf.views import ERROR_ROW, VIEW_NAMES, PairOptions, build_view, load_refined
+from hadron_hf.views import ERROR_ROW, VIEW_NAMES, PairOptions, build_view
 
 # huggingface_hub's LFS upload passes a file object as `data=`, which its bundled httpx deprecates.
 pytestmark = pytest.mark.filterwarnings(r"ignore:Use 'content=<\.\.\.>' to upload raw bytes:DeprecationWarning")
@@ -158,7 +159,7 @@ def test_recipe_script_runs_as_a_program_on_a_hub_input(demo_dir: Path, tmp_path
 
 
 def test_write_views_writes_every_view_with_its_card(demo_dir: Path, tmp_path: Path) -> None:
-    from hadron_hf.recipe import write_views
+    from hadron_hf.views import write_views
 
     refined = load_refined(str(demo_dir))
     paths = write_views(refined, tmp_path / "views")

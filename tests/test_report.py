@@ -9,8 +9,9 @@ import pytest
 from datasets import Dataset
 from report_fixtures import demo_like, forty_rows, refine, synthetic_rows
 
-from hadron_hf import InputError, cli
-from hadron_hf.report import add_subcommand, render_report, write_report
+from hadron_hf import ConfigError, InputError, cli
+from hadron_hf.cli.report import add_subcommand
+from hadron_hf.report import render_report, write_report
 from hadron_hf.report.stats import even_bins, incumbent_origin, integer_bins, judge_stats, kendall_w
 
 PAYLOAD = "<script>alert(1)</script>"
@@ -218,19 +219,23 @@ def _run_report(argv: list[str]) -> int:
 
 def test_report_command_reads_output_folder_dataset_folder_and_jsonl(
         forty: tuple[Dataset, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert "hadron_hf.report" in cli._PLUGINS
+    assert cli.report in cli.COMMANDS
     ds, run = forty
     out = tmp_path / "run-out"
     ds.save_to_disk(str(out / "refined"))
     ds.to_json(str(out / "refined.jsonl"))
     (out / "run.json").write_text(json.dumps(run))
-    for source in (out, out / "refined", out / "refined.jsonl"):
+    # The loader and run.json reader of every command (hadron_hf.sources): an output folder and its refined/
+    # have the run's facts; a file is just rows, even beside a run.json.
+    for source, title in ((out, "forty.jsonl"), (out / "refined", "forty.jsonl"), (out / "refined.jsonl", "run-out")):
         html = tmp_path / "r.html"
-        assert _run_report(["report", str(source), "-o", str(html)]) == 0
+        assert _run_report(["report", str(source), "-o", str(html), "--overwrite"]) == 0
         page = html.read_text(encoding="utf-8")
-        assert "<title>AutoReason report: forty.jsonl</title>" in page  # from run.json's input
+        assert f"<title>AutoReason report: {title}</title>" in page
         assert len(parse(page).json("rows-index")) == len(ds)
-        assert f"Wrote {html} (40 rows); open it" in capsys.readouterr().out
+        assert f"Wrote {html} (40 rows)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--overwrite"):  # an existing report is not replaced silently
+        _run_report(["report", str(out), "-o", str(tmp_path / "r.html")])
     (out / "run.json").unlink()
     assert _run_report(["report", str(out), "-o", str(tmp_path / "two.html"), "--limit", "2", "--title", "T <b>"]) == 0
     two = (tmp_path / "two.html").read_text()
@@ -238,7 +243,7 @@ def test_report_command_reads_output_folder_dataset_folder_and_jsonl(
     assert "no run.json found" in capsys.readouterr().out
     with pytest.raises(InputError, match="no such file or folder"):
         _run_report(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")])
-    with pytest.raises(InputError, match="holds no refined dataset"):
+    with pytest.raises(InputError, match="cannot load"):
         _run_report(["report", str(tmp_path), "-o", str(tmp_path / "x.html")])
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from hadron_hf.backends.openai import OpenAIChatModel
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
+from hadron_hf.engine.resilience import Limits, ResilientChatModel, per_minute_limiter
 from hadron_hf.errors import (
     AuthenticationError,
     EndpointDownError,
@@ -20,7 +21,6 @@ from hadron_hf.errors import (
     RequestRejectedError,
     ServerError,
 )
-from hadron_hf.resilience import Limits, ResilientChatModel, per_minute_limiter
 from hadron_hf.testing import FakeOpenAIServer, Faults
 
 PARAMS = SamplingParams(temperature=0.1, max_tokens=16)

@@ -18,7 +18,7 @@ from datasets import Dataset, load_from_disk
 from hadron_hf import AutoReasonConfig, ConfigError, ModelConfig, TeacherRoute, autoreason_map
 from hadron_hf.cli import main
 from hadron_hf.columns import REASONING, TRACE, USAGE
-from hadron_hf.runtime import use_runtime
+from hadron_hf.engine.runtime import use_runtime
 from hadron_hf.testing import FakeOpenAIServer
 
 PROMPTS = [f"Explain idea number {i} in two sentences." for i in range(4)]
@@ -193,7 +193,7 @@ def test_cli_negative_judges_flag_is_a_config_error(tmp_path: Path, capsys: pyte
 
 def test_cli_runs_a_judge_pool_and_separate_critic_from_yaml(server: FakeOpenAIServer, cache_dir: str,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HADRON_TEST_KEY", "test-key")  # a variable the config names must be set (cli.check_keys)
+    monkeypatch.setenv("HADRON_TEST_KEY", "test-key")  # a variable the config names must be set (check_keys)
 
     def model(name: str) -> dict[str, str]:
         return {"base_url": server.url, "model": name, "api_key_env": "HADRON_TEST_KEY"}

@@ -21,11 +21,12 @@ from pydantic import SecretStr
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, cli
 from hadron_hf.chat import Completion, Message, SamplingParams
-from hadron_hf.endpoint import AdaptiveLimit
+from hadron_hf.cli.options import config_from_args
+from hadron_hf.core.tournament import RoleModels, TournamentSettings, run_tournament
+from hadron_hf.engine.endpoint import AdaptiveLimit
+from hadron_hf.engine.resilience import Limits, ResilientChatModel
 from hadron_hf.errors import RequestRejectedError
-from hadron_hf.resilience import Limits, ResilientChatModel
 from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
-from hadron_hf.tournament import RoleModels, TournamentSettings, run_tournament
 
 PROMPTS = [f"Explain topic {i} to a new engineer." for i in range(5)]
 SPECULATIVE_USAGE = {"speculative_calls", "speculative_prompt_tokens", "speculative_completion_tokens",
@@ -283,9 +284,9 @@ def test_speculation_does_nothing_when_the_critic_uses_a_batch_api() -> None:
 def test_cli_speculate_flag_sets_the_config(tmp_path: Path) -> None:
     args = cli.build_parser().parse_args(["refine", str(tmp_path / "in.jsonl"), "--base-url",
                                           "http://127.0.0.1:9/v1", "--speculate", "incumbent"])
-    assert cli.config_from_args(args).speculate == "incumbent"
+    assert config_from_args(args).speculate == "incumbent"
     unset = cli.build_parser().parse_args(["refine", str(tmp_path / "in.jsonl"), "--base-url", "http://127.0.0.1:9/v1"])
-    assert cli.config_from_args(unset).speculate == "off"
+    assert config_from_args(unset).speculate == "off"
 
 
 def garbling_judges(role: str, messages: list[dict[str, str]], body: dict[str, Any]) -> str | None:

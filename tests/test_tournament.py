@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hadron_hf import prompts
 from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.core import prompts
+from hadron_hf.core.tournament import RoleModels, TournamentSettings, row_seed, run_tournament
 from hadron_hf.errors import ServerError
 from hadron_hf.testing import role_of
-from hadron_hf.tournament import RoleModels, TournamentSettings, row_seed, run_tournament
 
 TASK: list[Message] = [{"role": "user", "content": "Explain TCP slow start."}]
 _CANDIDATE = re.compile(r'<candidate id="(X\d)">\n(.*?)\n</candidate>', re.DOTALL)
@@ -186,7 +186,7 @@ async def test_label_permutation_bookkeeping() -> None:
     result = await play(fake, judges=5, max_iterations=1)
     for vote in result.rounds[0].votes:
         assert vote.ranking == vote.shown
-    for (role, msgs, _), vote in zip([c for c in fake.calls if c[0] == "judge"], result.rounds[0].votes,
+    for (_role, msgs, _), _vote in zip([c for c in fake.calls if c[0] == "judge"], result.rounds[0].votes,
                                      strict=False):
         shown = dict(_CANDIDATE.findall(msgs[-1]["content"]))
         assert sorted(shown) == ["X1", "X2", "X3"]

@@ -13,7 +13,7 @@ from datasets import Dataset, concatenate_datasets
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf import columns as col
 from hadron_hf.errors import ConfigError, InputError
-from hadron_hf.pairs import BELOW_MIN_MARGIN, NO_MARGIN, SAME_TEXT, TIE
+from hadron_hf.sources import load_refined
 from hadron_hf.testing import FakeOpenAIServer
 from hadron_hf.views import (
     ERROR_ROW,
@@ -26,10 +26,10 @@ from hadron_hf.views import (
     build_view,
     dpo_rows,
     kto_rows,
-    load_refined,
     view_batch,
     view_features,
 )
+from hadron_hf.views.pairs import BELOW_MIN_MARGIN, NO_MARGIN, SAME_TEXT, TIE
 
 PROMPTS = [f"Question {i}: explain topic {i} briefly." for i in range(10)]
 BAD_PROMPTS = [None, "", "   "]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hadron_hf.cards import CARD_DIR
+from hadron_hf.views.cards import CARD_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = sorted(p.name for p in (ROOT / "dataset_cards").glob("*.md.j2"))

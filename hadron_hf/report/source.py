@@ -1,9 +1,9 @@
-"""Where a report's rows and run facts come from: a refine output folder (with ``run.json``), a
-``save_to_disk`` folder or a jsonl/parquet file, and what can be said about the run without ``run.json``."""
+"""The run facts a report shows: from the ``run.json`` of a refine output folder (read by
+``hadron_hf.sources.read_run_info``, like the rows by ``load_refined``), and what can be said about the run
+without it, read off the rows."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hadron_hf import columns as col
-from hadron_hf.errors import InputError
 
-RUN_FILE = "run.json"
 ROLES = ("teacher", "critic", "author", "synthesizer")
 # reasoning_traces name the author's calls after the candidate it writes.
 _TRACE_ROLES = {"teacher": "teacher", "critic": "critic", "author_b": "author", "synthesizer": "synthesizer"}
@@ -54,42 +52,6 @@ class RunInfo:
                 path = path.parent
             return f"AutoReason report: {path.stem}"
         return "AutoReason report"
-
-
-def locate(source: str | Path) -> tuple[Path, Path | None]:
-    """The dataset to load and the ``run.json`` beside it, for an output folder, dataset folder or file.
-
-    Raises:
-        InputError: ``source`` does not exist.
-    """
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{source}: no such file or folder (give a refine output folder, a save_to_disk "
-                         "folder, or a .jsonl/.parquet file)")
-    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-    if path.is_dir() and not any((path / m).exists() for m in markers):
-        for inner in ("refined", "refined.jsonl", "refined.parquet"):
-            if (path / inner).exists():
-                return path / inner, _run_file(path)
-        raise InputError(f"{source} holds no refined dataset: expected refined/ or refined.jsonl inside a "
-                         "refine output folder, or a save_to_disk folder")
-    return path, _run_file(path.parent)
-
-
-def _run_file(folder: Path) -> Path | None:
-    candidate = folder / RUN_FILE
-    return candidate if candidate.is_file() else None
-
-
-def read_run_file(path: Path | None) -> dict[str, Any] | None:
-    """``run.json`` as a dict, or ``None`` when absent or unreadable (the report then derives what it can)."""
-    if path is None:
-        return None
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def redact(value: Any) -> Any:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hadron_hf import columns as col
-from hadron_hf.borda import LABELS
-from hadron_hf.eval_summary import position_first_places
+from hadron_hf.core.borda import LABELS
+from hadron_hf.evaluation.stats import position_first_places
 
 Row = dict[str, Any]
 

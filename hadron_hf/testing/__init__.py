@@ -1,0 +1,26 @@
+"""Fakes for tests, benchmarks and offline experiments; the library never imports this package.
+
+- ``FakeOpenAIServer``: a real OpenAI-compatible chat server on 127.0.0.1 that answers every role of the
+  tournament with deterministic text and injects faults (``Faults``) at a configurable rate;
+- ``FakeBatchServer``: the same server with OpenAI's batch API (files, batches, expiry, per-request errors);
+- ``ScriptedChatModel``: an in-process ``ChatModel`` that replays queued replies and records every call.
+
+Example:
+    >>> with FakeOpenAIServer(latency=0.01) as server:  # doctest: +SKIP
+    ...     cfg = ModelConfig(base_url=server.url, model="fake")
+"""
+
+from hadron_hf.testing.batch_server import BatchFaults, BatchLog, FakeBatchServer
+from hadron_hf.testing.openai_server import (
+    ERROR_STYLES,
+    FAULT_KINDS,
+    REPLY_FAULT_KINDS,
+    FakeOpenAIServer,
+    Faults,
+    ServerLog,
+)
+from hadron_hf.testing.replies import role_of, scripted_reply
+from hadron_hf.testing.scripted import Reply, ScriptedChatModel
+
+__all__ = ["ERROR_STYLES", "FAULT_KINDS", "REPLY_FAULT_KINDS", "BatchFaults", "BatchLog", "FakeBatchServer",
+           "FakeOpenAIServer", "Faults", "Reply", "ScriptedChatModel", "ServerLog", "role_of", "scripted_reply"]
