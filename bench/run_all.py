@@ -24,9 +24,9 @@ HERE = Path(__file__).resolve().parent
 SKIPPED = 3
 RATIO_LINE = re.compile(r"^ratio (\S+): (-?\d+(?:\.\d+)?)", re.MULTILINE)
 
-BENCHMARKS = ("throughput", "overhead", "embedded", "cost", "batch")
+BENCHMARKS = ("throughput", "overhead", "embedded", "cost", "batch", "speculate")
 PROFILES: dict[str, dict[str, list[str]]] = {
-    "full": {"throughput": [], "overhead": ["--profile"], "embedded": [], "cost": [], "batch": []},
+    "full": {"throughput": [], "overhead": ["--profile"], "embedded": [], "cost": [], "batch": [], "speculate": []},
     "quick": {name: ["--quick"] for name in BENCHMARKS},
     "smoke": {
         "throughput": ["-c", "4", "-n", "6", "--latency", "0.01", "--max-iterations", "1", "--server", "thread",
@@ -38,6 +38,8 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "cost": ["-n", "2", "--judges", "3", "--max-iterations", "2", "--completion-chars", "80"],
         "batch": ["--rows", "3", "--delay", "0.05", "--poll", "0.01", "--idle", "0.02", "--max-iterations", "1",
                   "--no-kill"],
+        "speculate": ["-n", "2", "--judges", "3", "--max-iterations", "3", "--latency", "0.01",
+                      "--completion-chars", "80", "--early-stop", "off"],
     },
 }
 

@@ -35,6 +35,9 @@ class SamplingParams:
         choices_after_text: with ``choices``, the reply may begin with free text (a judge's reasoning);
             its last line must then be one of ``choices``. The free text is bounded so that the final
             line always fits within ``max_tokens`` (see ``backends.constraints.reasoning_chars``).
+        speculative: scheduling metadata only, never sent and not part of the request-cache key: the
+            call was started before anyone knew it would be needed (``TournamentSettings.speculate``), so
+            it waits behind every normal call for a concurrency slot (``engine.endpoint.AdaptiveLimit``).
     """
 
     temperature: float = 0.7
@@ -42,6 +45,7 @@ class SamplingParams:
     seed: int | None = None
     choices: tuple[str, ...] | None = None
     choices_after_text: bool = False
+    speculative: bool = False
 
     def __post_init__(self) -> None:
         if self.choices is not None and not self.choices:

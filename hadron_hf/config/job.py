@@ -90,6 +90,11 @@ class AutoReasonConfig(BaseModel):
             (the CLI sets it; ``None``: the total grows as batches arrive). Display only.
         stop_grace_s: when the job stops (fatal error, Ctrl+C), calls already in flight get up to this
             many seconds (and at most their timeout) to land and be cached before the job ends.
+        speculate: start the next round's critique while the judges vote: ``"off"`` (default),
+            ``"incumbent"`` (critique A, which wins most rounds near convergence) or ``"all"`` (A, B and AB).
+            The winner's critique is kept (the same request a run without speculation sends, so results
+            are identical); the others are discarded, and reported in ``autoreason_usage``
+            (``speculative_*``) and the trace. Does nothing when the critic uses a batch API.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -125,6 +130,7 @@ class AutoReasonConfig(BaseModel):
     progress: bool = True
     overwrite_columns: bool = False
     progress_total: int | None = Field(None, ge=0)
+    speculate: Literal["off", "incumbent", "all"] = "off"
 
     @model_validator(mode="after")
     def _check_quorum(self) -> AutoReasonConfig:
@@ -165,6 +171,8 @@ class AutoReasonConfig(BaseModel):
             system_prompt=self.system_prompt, constrain_judges=self.constrain_judges,
             judge_pool=self.judge_pool, early_stop_judging=self.early_stop_judging,
             judge_quorum=self.judge_quorum,
+            # A batch API answers within hours, not while the judges vote: speculating there only adds calls.
+            speculate="off" if self.role_models()["critic"].mode == "batch" else self.speculate,
         )
 
     def cache_path(self) -> Path:

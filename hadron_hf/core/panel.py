@@ -196,7 +196,8 @@ def judge_caller(task: str, texts: Mapping[str, str], send: Send, *, reason_firs
 
 async def collect_votes(seats: Sequence[Seat], ask: Callable[[Seat], Awaitable[Vote]], *, quorum: int,
                         rng: random.Random, early_stop: EarlyStop | None = None,
-                        may_reask: Callable[[Sequence[Vote]], bool] | None = None) -> PanelOutcome:
+                        may_reask: Callable[[Sequence[Vote]], bool] | None = None,
+                        on_vote: Callable[[Sequence[Vote]], None] | None = None) -> PanelOutcome:
     """Ask the panel; when the counted votes fall short of ``quorum``, re-ask the missing seats once.
 
     Args:
@@ -207,15 +208,26 @@ async def collect_votes(seats: Sequence[Seat], ask: Callable[[Seat], Awaitable[V
         early_stop: ask in waves and stop once the rest cannot change the outcome.
         may_reask: whether a short panel may be re-asked, given the first votes (the hadron variant's
             fail-safe says no). ``None``: always.
+        on_vote: called as each first-ask vote arrives, with the first-ask votes in so far (within a
+            wave in the order they arrived), e.g. to act on a winner locked before the last vote.
 
     Returns:
         Every vote, how many seats were skipped and re-asked, and the quorum.
     """
     votes: list[Vote] = []
+    arrived: list[Vote] = []
+
+    async def first(seat: Seat) -> Vote:
+        vote = await ask(seat)
+        if on_vote is not None:
+            arrived.append(vote)
+            on_vote(tuple(arrived))
+        return vote
+
     while len(votes) < len(seats):
         size = early_stop.wave(votes, len(seats)) if early_stop else len(seats)
         wave = seats[len(votes) : len(votes) + size]
-        votes.extend(await asyncio.gather(*(ask(seat) for seat in wave)))
+        votes.extend(await asyncio.gather(*(first(seat) for seat in wave)))
         if early_stop and early_stop.settled(votes, len(seats)):
             break
     skipped = len(seats) - len(votes)

@@ -2,6 +2,8 @@
 
 No I/O, clocks, environment or globals here: models arrive as arguments and every random choice comes
 from a ``random.Random`` seeded per row, so a run replays exactly (and a request cache can resume it).
+Each round's critic seed is drawn one round ahead, at a fixed point, so that ``speculate`` can send the
+next round's critique while the judges vote without changing any draw (see ``core.speculation``).
 """
 
 from __future__ import annotations
@@ -9,29 +11,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hadron_hf.chat import ChatModel, Completion, Message, SamplingParams
 from hadron_hf.core import prompts
-from hadron_hf.core.borda import (
-    CANDIDATES,
-    LABELS,
-    RULES,
-    BordaRule,
-    borda_scores,
-    borda_winner,
-    winner_is_locked,
-)
+from hadron_hf.core.borda import CANDIDATES, LABELS, RULES, BordaRule, borda_scores, borda_winner
 from hadron_hf.core.panel import PanelOutcome, Vote, collect_votes, default_quorum, draw_seats, judge_caller
+from hadron_hf.core.settling import Waves, locked_winner
+from hadron_hf.core.speculation import Lookahead
 
-__all__ = ["CallRecord", "Preference", "RoleModels", "Round", "TournamentResult", "TournamentSettings", "Vote",
-           "row_seed", "run_tournament"]
+__all__ = ["CallRecord", "Preference", "RoleModels", "Round", "SpeculativeCall", "TournamentResult",
+           "TournamentSettings", "Vote", "row_seed", "run_tournament"]
 
 Variant = Literal["paper", "hadron"]
 Quality = Literal["clean", "undecided", "fail_safe"]
 Role = Literal["teacher", "critic", "author_b", "synthesizer", "judge"]
+Speculate = Literal["off", "incumbent", "all"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,7 @@ class TournamentSettings:
     judge_pool: Literal["round_robin", "random"] = "round_robin"
     early_stop_judging: bool = False
     judge_quorum: int | None = None
+    speculate: Speculate = "off"
 
     @property
     def quorum(self) -> int:
@@ -126,6 +124,15 @@ class CallRecord:
 
 
 @dataclass(frozen=True)
+class SpeculativeCall:
+    """A next-round critique started while the judges voted, then discarded: another candidate won, or the
+    tournament ended. ``candidate`` is the one it critiqued; ``call.iteration`` the round it was for."""
+
+    candidate: str
+    call: CallRecord
+
+
+@dataclass(frozen=True)
 class Preference:
     """The preference pair a row yields: the final winner against the weakest of its decisive round."""
 
@@ -144,7 +151,12 @@ class Preference:
 
 @dataclass(frozen=True)
 class TournamentResult:
-    """Everything one row's tournament produced."""
+    """Everything one row's tournament produced.
+
+    ``calls`` are the calls the result rests on, the same with or without ``speculate`` (a kept
+    speculative critique is one of them, counted in ``speculative_hits``); ``discarded`` are the extra
+    speculative calls, paid for and thrown away.
+    """
 
     variant: Variant
     draft: str
@@ -154,6 +166,8 @@ class TournamentResult:
     rounds: tuple[Round, ...]
     calls: tuple[CallRecord, ...]
     preference: Preference
+    discarded: tuple[SpeculativeCall, ...] = ()
+    speculative_hits: int = 0
 
     @property
     def quality(self) -> Quality:
@@ -183,6 +197,7 @@ class _Row:
     rng: random.Random
     # A slot per call in the order calls start, so concurrent calls are listed the same way every run.
     slots: list[CallRecord | None] = field(default_factory=list)
+    lookaheads: list[tuple[int, Lookahead]] = field(default_factory=list)  # (the round it is for, lookahead)
 
     async def call(self, role: Role, iteration: int, model: ChatModel, messages: list[Message],
                    temperature: float, max_tokens: int, choices: tuple[str, ...] | None = None) -> Completion:
@@ -191,9 +206,13 @@ class _Row:
 
     async def send(self, role: Role, iteration: int, model: ChatModel, messages: list[Message],
                    params: SamplingParams) -> Completion:
+        return await self.settle(role, iteration, model.chat(messages, params))
+
+    async def settle(self, role: Role, iteration: int, call: Awaitable[Completion]) -> Completion:
+        """Record ``call`` in the next slot: where it stands in the trace, whenever it was started."""
         slot = len(self.slots)
         self.slots.append(None)
-        done = await model.chat(messages, params)
+        done = await call
         self.slots[slot] = CallRecord(role, done.model, iteration, done.text, done.reasoning,
                                       done.prompt_tokens, done.completion_tokens, done.cached)
         return done
@@ -201,6 +220,29 @@ class _Row:
     def calls(self) -> tuple[CallRecord, ...]:
         """The calls that completed, in the order they started."""
         return tuple(c for c in self.slots if c is not None)
+
+    def lookahead(self, iteration: int, task: str, seed: int, streak: int) -> Lookahead | None:
+        """What to critique for round ``iteration + 1`` while round ``iteration``'s judges vote, if anything."""
+        s = self.settings
+        if s.speculate == "off" or iteration >= s.max_iterations:
+            return None
+        hadron = s.variant == "hadron"
+        ahead = Lookahead(self.models.critic, lambda text: prompts.critic_messages(task, text, hadron),
+                          SamplingParams(s.temperature, s.max_tokens, seed),
+                          ("A",) if s.speculate == "incumbent" else CANDIDATES,
+                          final="A" if streak + 1 >= s.converge_k else None)
+        self.lookaheads.append((iteration + 1, ahead))
+        return ahead
+
+    async def discarded(self) -> tuple[SpeculativeCall, ...]:
+        """Every discarded speculative critique that answered, once it has, in the order they started."""
+        out = []
+        for iteration, ahead in self.lookaheads:
+            for candidate, done in await ahead.discarded():
+                out.append(SpeculativeCall(candidate, CallRecord(
+                    "critic", done.model, iteration, done.text, done.reasoning, done.prompt_tokens,
+                    done.completion_tokens, done.cached)))
+        return tuple(out)
 
 
 async def run_tournament(
@@ -211,46 +253,67 @@ async def run_tournament(
     Args:
         task: the user's conversation (one or more messages, no system message needed).
         models: the model for each role.
-        settings: variant, panel size, convergence and sampling settings.
+        settings: variant, panel size, convergence, sampling and speculation settings.
         rng: this row's random source (see ``row_seed``); every label order and call seed comes from it.
 
     Returns:
         The draft, the refined answer, every round and call, and the preference pair. An undecided
-        round keeps the incumbent but neither extends nor breaks its streak toward convergence.
+        round keeps the incumbent but neither extends nor breaks its streak toward convergence. With
+        ``speculate``, the same result, plus the discarded speculative calls.
 
     Raises:
         BackendError: a teacher, critic, author or synthesizer call failed for good. A failed judge
             call is a missing vote (the panel's quorum and re-ask handle it).
     """
     row = _Row(models, settings, rng)
-    rule = RULES[settings.variant]
-    text = prompts.task_text(task)
-    draft = (await row.call("teacher", 0, models.teacher, prompts.teacher_messages(task, settings.system_prompt),
+    try:
+        return await _run(row, task)
+    except BaseException:
+        await asyncio.gather(*(ahead.cancel() for _, ahead in row.lookaheads))
+        raise
+
+
+async def _run(row: _Row, task: Sequence[Message]) -> TournamentResult:
+    settings, rule, text = row.settings, RULES[row.settings.variant], prompts.task_text(task)
+    draft = (await row.call("teacher", 0, row.models.teacher, prompts.teacher_messages(task, settings.system_prompt),
                             settings.temperature, settings.max_tokens)).text
     incumbent, source, streak, converged = draft, "draft", 0, False
     rounds: list[Round] = []
+    next_seed, ready, hits = row.rng.getrandbits(31), None, 0
     for iteration in range(1, settings.max_iterations + 1):
-        rnd = await _play_round(row, iteration, text, incumbent)
+        # The next round's critic seed is drawn now, before anything of this round, in every mode.
+        seed, next_seed = next_seed, row.rng.getrandbits(31)
+        ahead = row.lookahead(iteration, text, next_seed, streak)
+        rnd = await _play_round(row, iteration, text, incumbent, seed, ready, ahead)
         rounds.append(rnd)
         if rnd.undecided:
-            continue  # the incumbent stays, but no vote said it should: no step toward convergence
-        if rnd.winner == "A":
+            pass  # the incumbent stays, but no vote said it should: no step toward convergence
+        elif rnd.winner == "A":
             streak += 1
         else:
             incumbent, source, streak = rnd.text_of(rnd.winner), rnd.winner, 0
-        if streak >= settings.converge_k:
-            converged = True
+        converged = streak >= settings.converge_k
+        if ahead is not None:
+            ready, speculated = ahead.keep(None if converged else incumbent)
+            hits += speculated
+        if converged:
             break
     preference = _preference(rounds, draft, incumbent, rule)
     return TournamentResult(settings.variant, draft, incumbent, source, converged, tuple(rounds),
-                            row.calls(), preference)
+                            row.calls(), preference, await row.discarded(), hits)
 
 
-async def _play_round(row: _Row, iteration: int, task: str, a: str) -> Round:
+async def _play_round(row: _Row, iteration: int, task: str, a: str, seed: int,
+                      ready: Awaitable[Completion] | None, ahead: Lookahead | None) -> Round:
+    """One round; ``ready``: its critique, already started by the previous round's lookahead."""
     s, m = row.settings, row.models
     hadron = s.variant == "hadron"
-    critique = (await row.call("critic", iteration, m.critic, prompts.critic_messages(task, a, hadron),
-                               s.temperature, s.max_tokens)).text
+    if ahead is not None:
+        ahead.speculate({"A": a})
+    if ready is None:
+        params = SamplingParams(s.temperature, s.max_tokens, seed)
+        ready = m.critic.chat(prompts.critic_messages(task, a, hadron), params)
+    critique = (await row.settle("critic", iteration, ready)).text
     if hadron and prompts.NO_FLAWS.lower() in critique.lower():
         return Round(iteration, a, critique, None, None, True, (), (), dict.fromkeys(CANDIDATES, 0), "A", False)
     merge_order: tuple[str, ...] = ()
@@ -270,7 +333,7 @@ async def _play_round(row: _Row, iteration: int, task: str, a: str) -> Round:
         versions = [(LABELS[i], texts[c]) for i, c in enumerate(merge_order)]
         ab = (await row.call("synthesizer", iteration, m.synthesizer, prompts.merge_messages(task, versions),
                              s.temperature, s.max_tokens)).text
-    outcome = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab})
+    outcome = await _judge(row, iteration, task, {"A": a, "B": b, "AB": ab}, ahead)
     rule = RULES[s.variant]
     counted = outcome.counted
     fail_safe = _fail_safe(s, outcome.votes)
@@ -286,80 +349,32 @@ def _fail_safe(s: TournamentSettings, votes: Sequence[Vote]) -> bool:
     return s.variant == "hadron" and sum(v.parsed for v in votes if not v.reask) <= s.judges / 2
 
 
-async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str]) -> PanelOutcome:
-    """Ask the panel: every seat drawn up front, then waves, quorum and the one re-ask."""
+async def _judge(row: _Row, iteration: int, task: str, texts: dict[str, str],
+                 ahead: Lookahead | None) -> PanelOutcome:
+    """Ask the panel: every seat drawn up front, then waves, quorum and the one re-ask.
+
+    With a lookahead, the next round's critiques start as the judges do, and the winner's as soon as
+    the votes in lock it.
+    """
     s = row.settings
     seats = draw_seats(CANDIDATES, s.judges, row.models.judges, row.rng, s.judge_pool)
 
     async def send(model: ChatModel, messages: list[Message], params: SamplingParams) -> Completion:
         return await row.send("judge", iteration, model, messages, params)
 
+    def on_vote(votes: Sequence[Vote]) -> None:
+        winner = locked_winner(votes, s.judges, s.variant, s.quorum)
+        if ahead is not None and winner is not None:
+            ahead.lock(winner)
+
     ask = judge_caller(task, texts, send, reason_first=s.variant == "paper", temperature=s.judge_temperature,
                        max_tokens=s.judge_max_tokens, constrain=s.constrain_judges)
+    if ahead is not None:
+        ahead.speculate(texts)
     return await collect_votes(seats, ask, quorum=s.quorum, rng=row.rng,
-                               early_stop=_Waves(s.variant, s.quorum) if s.early_stop_judging else None,
-                               may_reask=lambda votes: not _fail_safe(s, votes))
-
-
-@dataclass(frozen=True)
-class _Waves:
-    """Early-stopped judging for one variant and quorum (see ``panel.EarlyStop``)."""
-
-    variant: Variant
-    quorum: int
-
-    def settled(self, votes: Sequence[Vote], panel: int) -> bool:
-        return _settled(votes, panel, self.variant, self.quorum)
-
-    def wave(self, votes: Sequence[Vote], panel: int) -> int:
-        return _wave_size(votes, panel, self.variant, self.quorum)
-
-
-def _settled(votes: Sequence[Vote], panel: int, variant: Variant, quorum: int) -> bool:
-    """Whether the votes still to come can no longer change the round's winner, fail-safe or quorum.
-
-    A round short of quorum re-asks exactly the seats whose votes did not count, so it is never settled
-    before every seat has answered: which seats are missing is part of its outcome.
-    """
-    rule, left = RULES[variant], panel - len(votes)
-    counted = [v.ranking for v in votes if v.parsed]
-    if variant == "hadron":
-        if len(counted) + left <= panel / 2:
-            return True  # the fail-safe will fire whatever the rest say (and it never re-asks)
-        if len(counted) <= panel / 2:
-            return False  # whether the fail-safe fires is still open
-    if len(counted) < quorum:
-        return False
-    return winner_is_locked(borda_scores(counted, rule), left, rule)
-
-
-def _wave_size(votes: Sequence[Vote], panel: int, variant: Variant, quorum: int) -> int:
-    """The fewest further votes after which the round could be settled (calling fewer cannot save a call).
-
-    A vote moves any two candidates' gap by at most the Borda swing, so a candidate can only become
-    locked after ``t`` more votes if its gap to every rival plus ``t`` swings covers the ``left - t``
-    swings still to come; it also needs the quorum, and the hadron variant a parsed majority, or enough
-    failures to make the fail-safe certain.
-    """
-    rule, left = RULES[variant], panel - len(votes)
-    counted = [v.ranking for v in votes if v.parsed]
-    scores, swing = borda_scores(counted, rule), rule.points[0] - rule.points[-1]
-
-    def holds(leader: str, rival: str, t: int) -> bool:
-        gap = scores[leader] - scores[rival] + swing * t - swing * (left - t)
-        return gap > 0 or (gap == 0 and rule.tie_order.index(leader) < rule.tie_order.index(rival))
-
-    def could_lock(t: int) -> bool:
-        if variant == "hadron":
-            if len(counted) + left - t <= panel / 2:
-                return True
-            if len(counted) + t <= panel / 2:
-                return False
-        if len(counted) + t < quorum:
-            return False
-        return any(all(holds(c, r, t) for r in rule.tie_order if r != c) for c in rule.tie_order)
-
-    return next((t for t in range(1, left) if could_lock(t)), left)
+                               early_stop=Waves(s.variant, s.quorum) if s.early_stop_judging else None,
+                               may_reask=lambda votes: not _fail_safe(s, votes),
+                               on_vote=on_vote if ahead is not None else None)
 
 
 def _preference(rounds: Sequence[Round], draft: str, refined: str, rule: BordaRule) -> Preference:

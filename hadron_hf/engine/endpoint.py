@@ -129,6 +129,9 @@ class JobStop:
 class AdaptiveLimit:
     """A concurrency window with additive increase and multiplicative decrease; waiters are served in order.
 
+    Speculative calls (``SamplingParams.speculative``: a next-round critique nobody may need) wait in a
+    queue of their own, served only when no normal call waits, so they never delay a row's critical path.
+
     Args:
         cap: the ceiling (``max_concurrency``).
         decrease: the factor a cut multiplies the window by.
@@ -142,6 +145,7 @@ class AdaptiveLimit:
         self.cuts = 0
         self._decrease = decrease
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._speculative: deque[asyncio.Future[None]] = deque()
 
     def __repr__(self) -> str:
         return f"AdaptiveLimit({self.current}/{self.cap}, in use {self.in_use})"
@@ -156,16 +160,19 @@ class AdaptiveLimit:
         """The window as a share of its ceiling (a configured rate shrinks by the same share)."""
         return self.current / self.cap
 
-    async def acquire(self, first: bool = False) -> None:
-        """Wait for a slot; ``first`` puts the caller at the head of the queue (a retry of a started call)."""
-        if not self._waiters and self.in_use < self.current:
+    async def acquire(self, first: bool = False, speculative: bool = False) -> None:
+        """Wait for a slot; ``first`` puts the caller at the head of its queue (a retry of a started call);
+        ``speculative`` queues it behind every normal caller, even those that come later."""
+        queue = self._speculative if speculative else self._waiters
+        ahead = self._waiters or (speculative and self._speculative)
+        if not ahead and self.in_use < self.current:
             self.in_use += 1
             return
         fut = asyncio.get_running_loop().create_future()
         if first:
-            self._waiters.appendleft(fut)
+            queue.appendleft(fut)
         else:
-            self._waiters.append(fut)
+            queue.append(fut)
         try:
             await fut
         except BaseException:
@@ -173,7 +180,7 @@ class AdaptiveLimit:
                 self.release()  # granted a slot, but the caller went away before using it
             else:
                 with suppress(ValueError):
-                    self._waiters.remove(fut)
+                    queue.remove(fut)
             raise
 
     def release(self) -> None:
@@ -202,17 +209,19 @@ class AdaptiveLimit:
 
     def fail_waiters(self, make_error: Callable[[], BaseException]) -> None:
         """Wake every waiter with an error (the endpoint or the job stopped)."""
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_exception(make_error())
+        for queue in (self._waiters, self._speculative):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_exception(make_error())
 
     def _wake(self) -> None:
-        while self._waiters and self.in_use < self.current:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.in_use += 1
-                fut.set_result(None)
+        for queue in (self._waiters, self._speculative):  # normal callers first
+            while queue and self.in_use < self.current:
+                fut = queue.popleft()
+                if not fut.done():
+                    self.in_use += 1
+                    fut.set_result(None)
 
 
 class Endpoint:

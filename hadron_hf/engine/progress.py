@@ -28,7 +28,7 @@ from tqdm.std import tqdm
 
 from hadron_hf.backends.batch import batch_progress
 from hadron_hf.config import AutoReasonConfig, ModelConfig
-from hadron_hf.core.tournament import CallRecord
+from hadron_hf.core.tournament import CallRecord, TournamentResult
 from hadron_hf.engine.endpoint import CallStats, Endpoint
 
 PROGRESS_ENV = "HADRON_HF_PROGRESS"
@@ -95,6 +95,14 @@ class PriceTable:
         distinct = set(self.by_name.values())
         return distinct.pop() if len(distinct) == 1 else None
 
+    def row_cost(self, result: TournamentResult) -> float | None:
+        """What a row cost: its calls and its discarded speculative calls (``speculate``), cache hits included.
+
+        Returns:
+            USD, or ``None`` when nothing is priced or some call's model has no price.
+        """
+        return self.calls_cost((*result.calls, *(d.call for d in result.discarded)))
+
     def calls_cost(self, calls: Iterable[CallRecord]) -> float | None:
         """What a row's calls cost, cache hits included (the cost of producing the row).
 
@@ -114,7 +122,8 @@ class PriceTable:
 
 @dataclass(frozen=True)
 class ProgressSnapshot:
-    """The counters of a running job at one moment (calls are live calls; cache hits are not counted)."""
+    """The counters of a running job at one moment (calls are live calls, speculative ones included; cache hits
+    are not counted)."""
 
     rows_done: int
     rows_total: int

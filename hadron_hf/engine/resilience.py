@@ -46,7 +46,8 @@ class ResilientChatModel:
     - The endpoint's first call goes alone (the probe); the others wait for its outcome.
     - Each attempt takes a slot of the endpoint's adaptive window (``endpoint.AdaptiveLimit``) and its
       rate budgets; a retry goes to the head of the queue, but gives its slot back while it waits, so a
-      window cut by 429s holds for retries too.
+      window cut by 429s holds for retries too. A speculative call (``SamplingParams.speculative``)
+      waits behind every normal one.
     - Retries 429, 5xx, timeouts and connection errors with jittered exponential backoff, or the wait
       the server asked for (``Retry-After``, ``retry-after-ms``, ``x-ratelimit-reset-*``). A 429 holds
       the call that got it and cuts the endpoint's window; it pauses the whole endpoint only once the
@@ -138,7 +139,7 @@ class ResilientChatModel:
     async def _attempt(self, messages: Sequence[Message], params: SamplingParams, retry: bool) -> Completion:
         ep = self.endpoint
         ep.raise_if_stopped()
-        await ep.window.acquire(first=retry)
+        await ep.window.acquire(first=retry, speculative=params.speculative)
         try:
             await ep.admit(messages, params, self._pause)
             ep.raise_if_stopped()
