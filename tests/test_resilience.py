@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -274,3 +275,17 @@ async def test_repr_names_the_endpoint_only() -> None:
     async with endpoint("http://127.0.0.1:9/v1", Limits(), key="sk-secret-abcdef") as model:
         assert "sk-secret" not in repr(model) and "sk-secret" not in repr(model.inner)
 
+
+
+async def test_a_reset_of_zero_still_backs_off() -> None:
+    # Azure can send "x-ratelimit-reset-requests: 0": the server's wait is a floor, not the whole wait, so
+    # retries still back off exponentially instead of going out as fast as the loop turns.
+    random.seed(0)  # the backoff is jittered: a fixed draw keeps the check exact
+    clock = SleepRecorder()
+    faults = Faults(at={n: "429" for n in range(1, 5)}, retry_after=0.0, retry_after_header="x-ratelimit-reset-requests")
+    with FakeOpenAIServer(faults=faults) as srv:
+        async with endpoint(srv.url, Limits(max_concurrency=1), sleep=clock) as model:
+            done = await model.chat(ask(1), PARAMS)
+    assert done.text and srv.log.faults["429"] == 4 and model.stats.retries == 4
+    waits = [w for task_waits in clock.waits.values() for w in task_waits]
+    assert len(waits) == 4 and sum(waits) >= 0.25  # 0.25 * 2**n capped backoff: never all near zero

@@ -104,18 +104,14 @@ class ResilientChatModel:
         answered_before = ep.stats.succeeded
         probing = await ep.enter()
         passed = False
-        retrying = AsyncRetrying(
-            sleep=self._pause,
-            retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.limits.max_retries + 1),
-            wait=self._wait,
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    done = await self._attempt(messages, params, attempt.retry_state.attempt_number > 1)
+            try:
+                done = await self._attempt(messages, params, False)
+            except RetryableError as first:
+                # Only a call that needs a retry pays for tenacity's set-up (it inspects its callbacks on every
+                # call): most calls succeed at once, and at hundreds of calls a second that cost is CPU on the
+                # critical path. The first failure is handed to tenacity, so the schedule is the same.
+                done = await self._retry(messages, params, first)
             passed = True
         except RequestRejectedError:
             passed = True  # the server took the key and the model: only this request is wrong
@@ -135,6 +131,25 @@ class ResilientChatModel:
         ep.stats.prompt_tokens += done.prompt_tokens
         ep.stats.completion_tokens += done.completion_tokens
         return done
+
+    async def _retry(self, messages: Sequence[Message], params: SamplingParams, first: RetryableError) -> Completion:
+        """Retry a call whose first attempt failed with ``first``, under the retry budget and wait policy."""
+        retrying = AsyncRetrying(
+            sleep=self._pause,
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.limits.max_retries + 1),
+            wait=self._wait,
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        failed: RetryableError | None = first
+        async for attempt in retrying:
+            with attempt:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc  # attempt 1, already made
+                return await self._attempt(messages, params, True)
+        raise AssertionError("tenacity ended without a result or an error")  # reraise=True never gets here
 
     async def _attempt(self, messages: Sequence[Message], params: SamplingParams, retry: bool) -> Completion:
         ep = self.endpoint
@@ -173,12 +188,14 @@ class ResilientChatModel:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
+        backoff = float(wait_random_exponential(multiplier=0.25, max=self.limits.backoff_max)(state))
         if isinstance(exc, RetryableError) and exc.retry_after is not None:
-            return min(exc.retry_after, MAX_SERVER_WAIT) + random.uniform(0, 0.1)
+            # The server's wait is a floor: a reset of 0 ("x-ratelimit-reset-requests: 0") still backs off.
+            return max(min(exc.retry_after, MAX_SERVER_WAIT), backoff) + random.uniform(0, 0.1)
         if isinstance(exc, ConnectError) and self.stats.succeeded == 0:
             # Nothing has ever answered: probe quickly so a dead endpoint is reported within a second.
             return random.uniform(0.05, 0.25)
-        return float(wait_random_exponential(multiplier=0.25, max=self.limits.backoff_max)(state))
+        return backoff
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.stats.retries += 1
