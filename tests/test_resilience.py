@@ -282,7 +282,8 @@ async def test_a_reset_of_zero_still_backs_off() -> None:
     # retries still back off exponentially instead of going out as fast as the loop turns.
     random.seed(0)  # the backoff is jittered: a fixed draw keeps the check exact
     clock = SleepRecorder()
-    faults = Faults(at={n: "429" for n in range(1, 5)}, retry_after=0.0, retry_after_header="x-ratelimit-reset-requests")
+    faults = Faults(at={n: "429" for n in range(1, 5)}, retry_after=0.0,
+                    retry_after_header="x-ratelimit-reset-requests")
     with FakeOpenAIServer(faults=faults) as srv:
         async with endpoint(srv.url, Limits(max_concurrency=1), sleep=clock) as model:
             done = await model.chat(ask(1), PARAMS)
