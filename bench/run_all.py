@@ -24,9 +24,10 @@ HERE = Path(__file__).resolve().parent
 SKIPPED = 3
 RATIO_LINE = re.compile(r"^ratio (\S+): (-?\d+(?:\.\d+)?)", re.MULTILINE)
 
-BENCHMARKS = ("throughput", "overhead", "embedded", "cost", "batch", "speculate")
+BENCHMARKS = ("throughput", "overhead", "embedded", "cost", "batch", "speculate", "hadron_workload", "kill_resume")
 PROFILES: dict[str, dict[str, list[str]]] = {
-    "full": {"throughput": [], "overhead": ["--profile"], "embedded": [], "cost": [], "batch": [], "speculate": []},
+    "full": {"throughput": [], "overhead": ["--profile"], "embedded": [], "cost": [], "batch": [], "speculate": [],
+             "hadron_workload": [], "kill_resume": []},
     "quick": {name: ["--quick"] for name in BENCHMARKS},
     "smoke": {
         "throughput": ["-c", "4", "-n", "6", "--latency", "0.01", "--max-iterations", "1", "--server", "thread",
@@ -40,6 +41,8 @@ PROFILES: dict[str, dict[str, list[str]]] = {
                   "--no-kill"],
         "speculate": ["-n", "2", "--judges", "3", "--max-iterations", "3", "--latency", "0.01",
                       "--completion-chars", "80", "--early-stop", "off"],
+        "hadron_workload": ["--rows", "2", "--fault-rows", "2", "--latency", "0.01"],
+        "kill_resume": ["--rows", "4", "--trials", "1", "--latency", "0.05"],
     },
 }
 

