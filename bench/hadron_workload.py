@@ -58,15 +58,16 @@ def run(url: str, rows: int, **model: Any) -> tuple[float, Any]:
         return time.perf_counter() - started, out
 
 
-def floor_part(latency: float, rows: int) -> None:
-    """The workload against its dependent-call floor."""
+def floor_part(latency: float, rows: int, concurrency: int) -> None:
+    """The workload against its dependent-call floor, with ``concurrency`` calls in flight at most."""
     with FakeOpenAIServer(latency=latency) as srv:
         run(srv.url, 2)  # warm-up: imports, first connections
-        wall, out = run(srv.url, rows)
+        wall, out = run(srv.url, rows, max_concurrency=concurrency)
         requests = srv.log.requests
     steps = [dependent_steps(t) for t in out["autoreason_trace"]]
     floor = latency * max(steps)
-    print(f"workload: {rows} rows, {requests} calls, steps per row {min(steps)}..{max(steps)}, "
+    print(f"workload: {rows} rows, {requests} calls, max_concurrency {concurrency}, "
+          f"steps per row {min(steps)}..{max(steps)}, "
           f"wall {wall:.2f} s, floor {floor:.2f} s")
     print_ratio("hadron_workload_of_floor", wall / floor, f"wall {wall:.2f} s / floor {floor:.2f} s")
 
@@ -95,12 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fault-rows", type=int, default=None, help="rows of the faults part (default 60, quick 16)")
     p.add_argument("--faults", type=float, default=0.2, help="share of requests that get a fault (default 0.2)")
     p.add_argument("-l", "--latency", type=float, default=0.2)
+    p.add_argument("-c", "--concurrency", type=int, default=64, help="max_concurrency of the floor part (default 64)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     logging.getLogger("datasets").setLevel(logging.ERROR)
     logging.getLogger("hadron_hf").setLevel(logging.ERROR)
     print(describe_machine())
-    floor_part(args.latency, args.rows or (8 if args.quick else 20))
+    floor_part(args.latency, args.rows or (8 if args.quick else 20), args.concurrency)
     faults_part(args.latency, args.fault_rows or (16 if args.quick else 60), args.faults)
     return 0
 
