@@ -7,7 +7,6 @@ import logging
 import multiprocessing
 import os
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,25 +17,20 @@ from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
 from hadron_hf.chat import Completion, Message, SamplingParams
 from hadron_hf.engine.cache import CachedChatModel, RequestCache, SQLiteStore, decode_entry, request_key
 from hadron_hf.errors import ServerError
-from hadron_hf.testing import FakeOpenAIServer
+from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel
 
 MSGS: list[Message] = [{"role": "user", "content": "What is 2 + 2?"}]
 PARAMS = SamplingParams(temperature=0.5, max_tokens=32, seed=11)
 
 
-class CountingModel:
-    """A fake ``ChatModel`` that answers after a short await, counts calls, and can fail the first ones."""
+def counting_model(fail_first: int = 0) -> ScriptedChatModel:
+    """A fake ``ChatModel`` that answers after a short await (recording each call) and fails the first ones."""
 
-    def __init__(self, fail_first: int = 0) -> None:
-        self.calls = 0
-        self.fail_first = fail_first
+    def answer(messages: list[Message], params: SamplingParams) -> str:
+        return f"<think>because</think>answer to {messages[-1]['content']} (seed {params.seed})"
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        self.calls += 1
-        await asyncio.sleep(0.01)
-        if self.calls <= self.fail_first:
-            raise ServerError("server error (503): overloaded")
-        return Completion(f"answer to {messages[-1]['content']} (seed {params.seed})", "because", 5, 7, "m")
+    return ScriptedChatModel([ServerError("server error (503): overloaded") for _ in range(fail_first)],
+                             default=answer, model="m", latency=0.01, prompt_tokens=5, completion_tokens=7)
 
 
 def make_config(url: str, cache_dir: Path | str, api_key_env: str | None = None) -> AutoReasonConfig:
@@ -54,12 +48,12 @@ def prompts(n: int) -> Dataset:
 
 
 async def test_miss_then_hit(tmp_path: Path) -> None:
-    store, inner = SQLiteStore(tmp_path / "c.sqlite"), CountingModel()
+    store, inner = SQLiteStore(tmp_path / "c.sqlite"), counting_model()
     model = CachedChatModel(inner, store, "openai|http://h/v1|m")
     first = await model.chat(MSGS, PARAMS)
     again = await model.chat(MSGS, PARAMS)
     other_seed = await model.chat(MSGS, SamplingParams(temperature=0.5, max_tokens=32, seed=12))
-    assert inner.calls == 2 and not first.cached and again.cached and not other_seed.cached
+    assert len(inner.calls) == 2 and not first.cached and again.cached and not other_seed.cached
     assert asdict(again) == {**asdict(first), "cached": True}
     assert (store.stats.hits, store.stats.misses, await store.count()) == (1, 2, 2)
     await store.aclose()
@@ -67,30 +61,30 @@ async def test_miss_then_hit(tmp_path: Path) -> None:
 
 async def test_each_call_is_committed_at_once_and_survives_a_new_handle(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
-    writer = CachedChatModel(CountingModel(), SQLiteStore(path), "id")
+    writer = CachedChatModel(counting_model(), SQLiteStore(path), "id")
     done = await writer.chat(MSGS, PARAMS)
     # Another connection sees it before the writer is closed: nothing waits for a clean exit.
-    reader, inner = SQLiteStore(path), CountingModel()
+    reader, inner = SQLiteStore(path), counting_model()
     again = await CachedChatModel(inner, reader, "id").chat(MSGS, PARAMS)
-    assert inner.calls == 0 and again.cached and again.text == done.text
+    assert len(inner.calls) == 0 and again.cached and again.text == done.text
     await reader.aclose()
     await writer.store.aclose()
 
 
 async def test_identical_calls_in_flight_are_sent_once(tmp_path: Path) -> None:
-    inner = CountingModel()
+    inner = counting_model()
     model = CachedChatModel(inner, SQLiteStore(tmp_path / "c.sqlite"), "id")
     answers = await asyncio.gather(*(model.chat(MSGS, PARAMS) for _ in range(5)))
-    assert inner.calls == 1 and len({a.text for a in answers}) == 1
+    assert len(inner.calls) == 1 and len({a.text for a in answers}) == 1
     assert sorted(a.cached for a in answers) == [False] + [True] * 4
 
 
 async def test_when_the_shared_call_fails_the_waiters_make_their_own(tmp_path: Path) -> None:
-    inner = CountingModel(fail_first=1)
+    inner = counting_model(fail_first=1)
     model = CachedChatModel(inner, SQLiteStore(tmp_path / "c.sqlite"), "id")
     outcomes = await asyncio.gather(*(model.chat(MSGS, PARAMS) for _ in range(3)), return_exceptions=True)
     assert isinstance(outcomes[0], ServerError)
-    assert all(isinstance(o, Completion) for o in outcomes[1:]) and inner.calls == 2
+    assert all(isinstance(o, Completion) for o in outcomes[1:]) and len(inner.calls) == 2
 
 
 def test_request_key_covers_identity_messages_and_every_param() -> None:
@@ -158,14 +152,14 @@ def test_bad_entries_are_ignored_and_recomputed(tmp_path: Path) -> None:
 
 async def test_a_bad_entry_is_recomputed_and_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
-    inner = CountingModel()
+    inner = counting_model()
     model = CachedChatModel(inner, SQLiteStore(path), "id")
     first = await model.chat(MSGS, PARAMS)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE calls SET value = 'garbage'")
     again = await model.chat(MSGS, PARAMS)
     third = await model.chat(MSGS, PARAMS)
-    assert inner.calls == 2 and again.text == first.text and not again.cached and third.cached
+    assert len(inner.calls) == 2 and again.text == first.text and not again.cached and third.cached
 
 
 def test_an_unusable_cache_folder_warns_and_the_run_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -243,5 +237,5 @@ def test_cache_location_follows_config_and_environment(tmp_path: Path, monkeypat
 
 
 def test_reprs_hold_no_secrets(tmp_path: Path) -> None:
-    model = CachedChatModel(CountingModel(), SQLiteStore(tmp_path / "c.sqlite"), "openai|http://h/v1|m")
+    model = CachedChatModel(counting_model(), SQLiteStore(tmp_path / "c.sqlite"), "openai|http://h/v1|m")
     assert repr(model) == "CachedChatModel('openai|http://h/v1|m')" and "c.sqlite" in repr(model.store)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 import pytest
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.chat import Message, SamplingParams
 from hadron_hf.core.borda import CANDIDATES, RULES, borda_scores, borda_winner
 from hadron_hf.core.tournament import RoleModels, Round, TournamentSettings, run_tournament
 from hadron_hf.errors import ServerError
-from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
+from hadron_hf.testing import FakeOpenAIServer, Reply, ScriptedChatModel, role_of
 
 TASK: list[Message] = [{"role": "user", "content": "Explain TCP slow start."}]
 _CANDIDATE = re.compile(r'<candidate id="(X\d)">\n(.*?)\n</candidate>', re.DOTALL)
@@ -34,34 +32,40 @@ def writer() -> ScriptedChatModel:
     return ScriptedChatModel(default=lambda messages, params: texts[role_of(messages)], model="writer")
 
 
-@dataclass
-class RecordedPanel:
+def ranked(seat: tuple[str, ...]) -> Callable[[list[Message], SamplingParams], str]:
+    """A judge's reply ranking the candidates as ``seat`` does, in whatever labels it is shown."""
+
+    def reply(messages: list[Message], params: SamplingParams) -> str:
+        label = {text: lab for lab, text in _CANDIDATE.findall(messages[-1]["content"])}
+        return "RANKING: " + " > ".join(label[_TEXTS[c]] for c in seat)
+
+    return reply
+
+
+def seat_reply(seat: Seat) -> Reply:
+    """What a recorded seat answers: its ranking, a reply naming none, or a failed call."""
+    if isinstance(seat, tuple):
+        return ranked(seat)
+    return "They are all fine." if seat is None else ServerError("recorded failure")
+
+
+def recorded_panel(seats: Sequence[Seat], reasks: Sequence[Seat] = ()) -> ScriptedChatModel:
     """Judges replaying a recorded panel: seat ``j`` answers ``seats[j]`` in whatever labels it is shown.
 
     Seats are taken in call order; ``asyncio.gather`` starts a wave's calls in seat order. Calls past the
     panel are re-asks of the missing seats, answered from ``reasks`` in order (unparseable when it runs out).
     """
-
-    seats: Sequence[Seat]
-    reasks: Sequence[Seat] = ()
-    seeds: list[int | None] = field(default_factory=list)
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        n, panel = len(self.seeds), len(self.seats)
-        seat = self.seats[n] if n < panel else (self.reasks[n - panel] if n - panel < len(self.reasks) else None)
-        self.seeds.append(params.seed)
-        await asyncio.sleep(0)
-        if seat == FAILED:
-            raise ServerError("recorded failure")
-        if seat is None:
-            return Completion("They are all fine.", None, 1, 1, "panel")
-        label = {text: lab for lab, text in _CANDIDATE.findall(messages[-1]["content"])}
-        return Completion("RANKING: " + " > ".join(label[_TEXTS[c]] for c in seat), None, 1, 1, "panel")
+    return ScriptedChatModel([seat_reply(s) for s in [*seats, *reasks]], default=seat_reply(None), model="panel")
 
 
-async def replay(panel: Sequence[Seat], variant: str, early: bool, seed: int) -> tuple[Round, RecordedPanel]:
+def seeds(model: ScriptedChatModel) -> list[int | None]:
+    """The seed of each call ``model`` got, in call order."""
+    return [params.seed for _, params in model.calls]
+
+
+async def replay(panel: Sequence[Seat], variant: str, early: bool, seed: int) -> tuple[Round, ScriptedChatModel]:
     """Play one round where judge seat ``j`` answers ``panel[j]``."""
-    judges = RecordedPanel(panel)
+    judges = recorded_panel(panel)
     write = writer()
     models = RoleModels(write, write, write, write, (judges,))
     settings = TournamentSettings(variant=variant, judges=len(panel), max_iterations=1,  # type: ignore[arg-type]
@@ -113,7 +117,7 @@ async def check_same_outcome(panel: Sequence[Seat], variant: str, seed: int) -> 
     assert cut.votes[:called] == full.votes[:called], "the judges called saw exactly what the full panel saw"
     assert cut.votes[called:] == full.votes[len(panel):], "the same re-asks"
     assert cut.votes_skipped == len(panel) - called and full.votes_skipped == 0
-    assert judges.seeds == everyone.seeds[:called] + everyone.seeds[len(panel):], "the same call seeds"
+    assert seeds(judges) == seeds(everyone)[:called] + seeds(everyone)[len(panel):], "the same call seeds"
     reasked = tuple(v.judge for v in full.votes[len(panel):])
     assert (full.winner, full.fail_safe, reasked) == outcome(panel, len(panel), variant)
     assert full.undecided == (reasked != ())
@@ -151,7 +155,7 @@ async def test_unanimous_majority_skips_the_rest(variant: str) -> None:
     cut, judges = await replay([("A", "B", "AB")] * 7, variant, True, seed=3)
     # After five 3/2/1 (or 2/1/0) ballots A leads B by 5 (or 5) points; two more can close only 4.
     assert len(cut.votes) == 5 and cut.votes_skipped == 2 and cut.winner == "A"
-    assert len(judges.seeds) == 5
+    assert len(seeds(judges)) == 5
 
 
 async def test_hadron_certain_fail_safe_stops_and_open_fail_safe_does_not() -> None:

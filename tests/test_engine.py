@@ -19,12 +19,12 @@ import yaml
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ConfigError, ModelConfig, autoreason_map
-from hadron_hf.chat import Completion, Message, SamplingParams
+from hadron_hf.chat import SamplingParams
 from hadron_hf.cli import main
 from hadron_hf.engine.cache import CachedChatModel, RequestCache, SQLiteStore
 from hadron_hf.engine.runtime import open_job, use_runtime
 from hadron_hf.errors import AuthenticationError, EndpointDownError
-from hadron_hf.testing import FakeOpenAIServer, Faults, role_of
+from hadron_hf.testing import FakeOpenAIServer, Faults, ScriptedChatModel, role_of
 
 PROMPTS = [f"Engine question {i}: explain idea {i} briefly." for i in range(4)]
 
@@ -160,13 +160,10 @@ async def test_a_locked_cache_database_never_blocks_the_event_loop(tmp_path: Pat
             ticks += 1
             await asyncio.sleep(0.005)
 
-    class Answer:
-        async def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
-            return Completion("fresh", model="m")
-
+    answer = ScriptedChatModel(default="fresh", model="m", prompt_tokens=0, completion_tokens=0)
     clock = asyncio.ensure_future(ticker())
-    call = asyncio.ensure_future(CachedChatModel(Answer(), store, "id").chat([{"role": "user", "content": "q"}],
-                                                                           SamplingParams()))
+    call = asyncio.ensure_future(CachedChatModel(answer, store, "id").chat([{"role": "user", "content": "q"}],
+                                                                         SamplingParams()))
     while ticks < 40:  # the loop keeps running while the write waits for the lock
         await asyncio.sleep(0.005)
     assert not call.done()

@@ -148,6 +148,7 @@ async def test_tpm_limit_admits_a_call_larger_than_its_capacity() -> None:
     assert done.text and srv.log.requests == 1
 
 
+# Not a ScriptedChatModel: it forwards to the real OpenAI backend and timestamps what the real server did.
 class StartLog:
     """A ``ChatModel`` in between that notes each attempt's start (time, question) and each 429's arrival."""
 

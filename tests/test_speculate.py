@@ -11,7 +11,6 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from hadron_hf.core.tournament import RoleModels, TournamentSettings, run_tourna
 from hadron_hf.engine.endpoint import AdaptiveLimit
 from hadron_hf.engine.resilience import Limits, ResilientChatModel
 from hadron_hf.errors import RequestRejectedError
-from hadron_hf.testing import FakeOpenAIServer, ScriptedChatModel, role_of
+from hadron_hf.testing import FakeOpenAIServer, Reply, ScriptedChatModel, role_of
 
 PROMPTS = [f"Explain topic {i} to a new engineer." for i in range(5)]
 SPECULATIVE_USAGE = {"speculative_calls", "speculative_prompt_tokens", "speculative_completion_tokens",
@@ -239,22 +238,26 @@ async def test_window_passes_on_a_slot_whose_waiter_was_cancelled() -> None:
     assert window.in_use == 1
 
 
-class _Held:
-    """A backend whose second call holds its slot until ``release`` is set; records the order calls start."""
+def held_backend() -> tuple[ScriptedChatModel, asyncio.Event]:
+    """A backend whose second call holds its slot until the event is set; its ``calls`` record the start order."""
+    release = asyncio.Event()
 
-    def __init__(self) -> None:
-        self.order: list[str] = []
-        self.release = asyncio.Event()
+    async def hold_the_second(messages: list[Message], params: SamplingParams) -> None:
+        if len(backend.calls) == 2:
+            await release.wait()
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        self.order.append(messages[0]["content"])
-        if len(self.order) == 2:
-            await self.release.wait()
-        return Completion("ok", model="held")
+    backend = ScriptedChatModel(default="ok", model="held", prompt_tokens=0, completion_tokens=0,
+                                on_call=hold_the_second)
+    return backend, release
+
+
+def started(backend: ScriptedChatModel) -> list[str]:
+    """The first message of each call ``backend`` got, in the order they started."""
+    return [messages[0]["content"] for messages, _ in backend.calls]
 
 
 async def test_a_saturated_endpoint_sends_queued_normal_calls_before_speculative_ones() -> None:
-    inner = _Held()
+    inner, release = held_backend()
     endpoint = ResilientChatModel(inner, "held", Limits(max_concurrency=1))
 
     def call(name: str, speculative: bool) -> asyncio.Future[Completion]:
@@ -268,10 +271,10 @@ async def test_a_saturated_endpoint_sends_queued_normal_calls_before_speculative
     queued = [call("s1", True), call("n1", False), call("s2", True), call("n2", False)]
     for _ in range(5):
         await asyncio.sleep(0)
-    assert inner.order == ["probe", "n0"]
-    inner.release.set()
+    assert started(inner) == ["probe", "n0"]
+    release.set()
     await asyncio.gather(holder, *queued)
-    assert inner.order == ["probe", "n0", "n1", "n2", "s1", "s2"]
+    assert started(inner) == ["probe", "n0", "n1", "n2", "s1", "s2"]
 
 
 def test_speculation_does_nothing_when_the_critic_uses_a_batch_api() -> None:
@@ -307,19 +310,18 @@ def test_undecided_rounds_keep_the_incumbent_and_its_speculative_critique(mode: 
     assert sum(r["autoreason_usage"]["speculative_hits"] for r in fast) > 0
 
 
-class _SlowSpeculation:
+def slow_speculation(replies: Reply) -> ScriptedChatModel:
     """Round 3's speculative critique (the second of B) never answers: it is running when round 2 fails."""
+    of_b = 0
 
-    def __init__(self, inner: ScriptedChatModel) -> None:
-        self.inner = inner
-        self.of_b = 0
-
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+    async def hang_the_second_of_b(messages: list[Message], params: SamplingParams) -> None:
+        nonlocal of_b
         if params.speculative and "B-TEXT" in messages[-1]["content"]:
-            self.of_b += 1
-            if self.of_b > 1:
+            of_b += 1
+            if of_b > 1:
                 await asyncio.Event().wait()
-        return await self.inner.chat(messages, params)
+
+    return ScriptedChatModel(default=replies, on_call=hang_the_second_of_b)
 
 
 async def test_a_failed_row_fails_as_without_speculation_and_leaves_no_call_running() -> None:
@@ -332,7 +334,7 @@ async def test_a_failed_row_fails_as_without_speculation_and_leaves_no_call_runn
     task: list[Message] = [{"role": "user", "content": "Explain DNS."}]
     settings = TournamentSettings(variant="hadron", judges=3, max_iterations=6)
     for mode in ("off", "all"):
-        model = _SlowSpeculation(ScriptedChatModel(default=replies))
+        model = slow_speculation(replies)
         with pytest.raises(RequestRejectedError, match="context too long"):
             await run_tournament(task, RoleModels.single(model), dataclasses.replace(settings, speculate=mode),
                                  random.Random(5))
