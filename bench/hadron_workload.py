@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import bench_prompts, describe_machine, print_ratio  # noqa: E402
+from harness import BenchServer, bench_prompts, describe_machine, print_ratio  # noqa: E402
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map  # noqa: E402
 from hadron_hf.testing import FakeOpenAIServer, Faults  # noqa: E402
@@ -60,10 +60,13 @@ def run(url: str, rows: int, **model: Any) -> tuple[float, Any]:
 
 def floor_part(latency: float, rows: int, concurrency: int) -> None:
     """The workload against its dependent-call floor, with ``concurrency`` calls in flight at most."""
-    with FakeOpenAIServer(latency=latency) as srv:
+    # The server in a process of its own, as a real one would be: in this process it would share the GIL
+    # with the client being measured and add its own CPU to every step of the chain.
+    with BenchServer(latency, completion_chars=0, mode="process") as srv:
         run(srv.url, 2)  # warm-up: imports, first connections
+        srv.reset()
         wall, out = run(srv.url, rows, max_concurrency=concurrency)
-        requests = srv.log.requests
+        requests = srv.stats().requests
     steps = [dependent_steps(t) for t in out["autoreason_trace"]]
     floor = latency * max(steps)
     print(f"workload: {rows} rows, {requests} calls, max_concurrency {concurrency}, "
