@@ -41,7 +41,7 @@ from hadron_hf.errors import (
     RateLimitError,
     RequestRejectedError,
 )
-from hadron_hf.testing import BatchFaults, FakeBatchServer
+from hadron_hf.testing import BatchFaults, FakeBatchServer, role_of
 
 HERE = Path(__file__).parent
 FAST = {"batch_poll_s": 0.02, "batch_idle_s": 0.05}
@@ -108,6 +108,17 @@ def test_batch_job_equals_live_job_with_one_batch_per_dependent_step(tmp_path: P
     assert srv.batch_log.lines == calls and srv.batch_log.resubmitted == 0 and first_batch == len(ds)
     if variant == "hadron":
         assert any(rnd["no_flaws"] for r in batched for rnd in r["autoreason_trace"]["rounds"])
+
+
+def test_judges_in_a_batch_get_the_ranking_constraint_like_live_judges(tmp_path: Path) -> None:
+    with FakeBatchServer(completion_delay=0.05, no_flaws_rate=0.0) as srv:
+        rows = refine(prompts(2), config(srv.url, tmp_path, model={"judge_constraint": "gbnf"}, max_iterations=1))
+        bodies = list(srv.log.bodies)  # every request the batches carried, as the live route would see it
+    judges = [b for b in bodies if role_of(b["messages"]) == "judge"]
+    assert judges and all("grammar" in b for b in judges)
+    assert not any("grammar" in b for b in bodies if b not in judges)
+    votes = [v for r in rows for rnd in r["autoreason_trace"]["rounds"] for v in rnd["votes"]]
+    assert votes and all(v["parsed"] and v["constrained"] for v in votes)
 
 
 def test_failed_and_expired_requests_are_retried_in_the_next_batch(tmp_path: Path) -> None:

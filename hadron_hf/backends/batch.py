@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from hadron_hf.backends import constraints
 from hadron_hf.backends._http import DEFAULT_BASE_URL, endpoint_label
 from hadron_hf.backends.batch_api import (
     TERMINAL,
@@ -103,13 +104,15 @@ class BatchChatModel:
         options: when and how batches are submitted.
         timeout: seconds per HTTP request to the files and batches endpoints.
         extra_body: extra JSON fields for every request body.
+        judge_constraint: how the server is told to force a ranking (``ModelConfig.judge_constraint``).
     """
 
     def __init__(self, model: str, base_url: str | None, api_key: str | None,
                  store_path: str | os.PathLike[str] | None = None,
                  options: BatchOptions | None = None, timeout: float = 600.0,
-                 extra_body: Mapping[str, Any] | None = None) -> None:
+                 extra_body: Mapping[str, Any] | None = None, judge_constraint: str = "auto") -> None:
         self.model = model
+        self._constraint = constraints.resolve_mode(judge_constraint, base_url)
         self.options = options or BatchOptions()
         self.api = BatchAPI(base_url, api_key, timeout)
         self._where = endpoint_label(model, base_url or DEFAULT_BASE_URL) + " (batch)"
@@ -138,10 +141,7 @@ class BatchChatModel:
             RequestRejectedError: the provider refused it (this row fails).
             FatalBackendError: wrong key, unknown model.
         """
-        body: dict[str, Any] = {"model": self.model, "messages": list(messages), "temperature": params.temperature,
-                                "max_tokens": params.max_tokens, **self._extra_body}
-        if params.seed is not None:
-            body["seed"] = params.seed
+        body = constraints.chat_body(self.model, messages, params, self._constraint, self._extra_body)
         key = request_key(self.endpoint, body)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Completion] = loop.create_future()
@@ -158,7 +158,7 @@ class BatchChatModel:
         if self._driver is None:
             self._driver = loop.create_task(self._drive(), name="hadron-hf-batches")
         try:
-            return await done
+            return constraints.constrained_reply(await done, params, self._constraint)
         finally:
             if done in waiters:
                 waiters.remove(done)

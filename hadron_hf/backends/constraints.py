@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from hadron_hf.chat import SamplingParams
+from hadron_hf.chat import Completion, Message, SamplingParams
 
 MODES: tuple[str, ...] = ("auto", "gbnf", "guided_choice", "guided_regex", "structured_outputs", "json_schema",
                           "json_object", "none")
@@ -167,3 +169,26 @@ def honoured(text: str, params: SamplingParams) -> bool:
     if params.choices_after_text:
         return text.rsplit("\n", 1)[-1] in params.choices
     return text in params.choices
+
+
+def chat_body(model: str, messages: Sequence[Message], params: SamplingParams, mode: str,
+              extra_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The chat-completions request body of one call, live or in a batch: model, messages, sampling, the
+    ranking constraint in ``mode`` (judges only), then ``extra_body``, which overrides what is built here."""
+    body: dict[str, Any] = {"model": model, "messages": list(messages),
+                            "temperature": params.temperature, "max_tokens": params.max_tokens}
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if params.choices is not None:
+        body.update(request_fields(params, mode))
+    body.update(extra_body)
+    return body
+
+
+def constrained_reply(done: Completion, params: SamplingParams, mode: str) -> Completion:
+    """A judge's completion as plain text (see ``decode_reply``), marked ``constrained`` when the server was
+    told to constrain it and the reply satisfies the constraint; other calls come back unchanged."""
+    if params.choices is None:
+        return done
+    text = decode_reply(done.text, params, mode)
+    return replace(done, text=text, constrained=mode != "none" and honoured(text, params))

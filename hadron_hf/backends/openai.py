@@ -12,7 +12,6 @@ import asyncio
 import json
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -78,16 +77,8 @@ class OpenAIChatModel:
         return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
 
     def _request_body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
-        """The JSON body of one call: the one place where a request is built."""
-        body: dict[str, Any] = {"model": self.model, "messages": list(messages),
-                                "temperature": params.temperature, "max_tokens": params.max_tokens}
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if params.choices is not None:
-            body.update(constraints.request_fields(params, self._constraint))
-        if self._extra_body:
-            body.update(self._extra_body)
-        return body
+        """The JSON body of one call (``constraints.chat_body``, shared with the batch backend)."""
+        return constraints.chat_body(self.model, messages, params, self._constraint, self._extra_body)
 
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
         """Send one chat-completions request and read its reply.
@@ -102,10 +93,7 @@ class OpenAIChatModel:
         if not 200 <= status < 300:
             raise status_error(status, raw, headers, self._where, self._secret)
         done = parse_completion(raw, self.model, self._where, self._secret)
-        if params.choices is None:
-            return done
-        text = constraints.decode_reply(done.text, params, self._constraint)
-        return replace(done, text=text, constrained=self._constraint != "none" and constraints.honoured(text, params))
+        return constraints.constrained_reply(done, params, self._constraint)
 
     async def _send(self, body: dict[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
         """POST ``body``; returns the status, body bytes and headers, or raises one of our errors."""

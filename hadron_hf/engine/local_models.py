@@ -61,7 +61,7 @@ def build_backend(cfg: ModelConfig, local_models: LocalModels,
         options = BatchOptions(cfg.batch_completion_window, cfg.batch_poll_s, cfg.batch_idle_s,
                                cfg.batch_max_requests, cfg.batch_max_bytes)
         return BatchChatModel(cfg.model, cfg.base_url, cfg.resolve_api_key(), store_path, options,
-                              extra_body=cfg.extra_body)
+                              extra_body=cfg.extra_body, judge_constraint=cfg.judge_constraint)
     if cfg.backend in ("openai", "openai_sdk"):
         if cfg.backend == "openai":
             from hadron_hf.backends.openai import OpenAIChatModel as client
