@@ -19,7 +19,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import signal
@@ -34,12 +33,10 @@ from typing import Any
 from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map
-from hadron_hf.testing import FakeBatchServer
+from hadron_hf.testing import FakeBatchServer, comparable_rows, dependent_steps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import bench_prompts, describe_machine, print_ratio  # noqa: E402
-
-STEPS_PER_ROUND = {"paper": 4, "hadron": 3}
 
 
 def job_config(url: str, cache_dir: str, mode: str, variant: str, args: argparse.Namespace) -> AutoReasonConfig:
@@ -59,20 +56,9 @@ def run_job(url: str, cache_dir: str, mode: str, variant: str, args: argparse.Na
     return rows
 
 
-def canonical(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without usage counters, parallel calls' traces sorted (they finish in any order)."""
-    out = []
-    for row in rows:
-        row = {k: v for k, v in row.items() if k != "autoreason_usage"}
-        row["reasoning_traces"] = sorted(row["reasoning_traces"] or [], key=lambda t: json.dumps(t, sort_keys=True))
-        out.append(row)
-    return out
-
-
-def dependent_steps(rows: list[dict[str, Any]], variant: str) -> int:
+def dependent_steps_of(rows: list[dict[str, Any]]) -> int:
     """The longest chain of dependent calls over the rows."""
-    return max(1 + sum(1 if r["no_flaws"] else STEPS_PER_ROUND[variant] for r in row["autoreason_trace"]["rounds"])
-               for row in rows)
+    return max(dependent_steps(row["autoreason_trace"]) for row in rows)
 
 
 def bench_variant(variant: str, args: argparse.Namespace) -> None:
@@ -82,7 +68,7 @@ def bench_variant(variant: str, args: argparse.Namespace) -> None:
         rows = run_job(srv.url, f"{tmp}/batch", "batch", variant, args)
         wall = time.perf_counter() - started
         batches, resubmitted = len(srv.batch_log.batches), srv.batch_log.resubmitted
-    steps = dependent_steps(rows, variant)
+    steps = dependent_steps_of(rows)
     calls = sum(r["autoreason_usage"]["calls"] for r in rows)
     ok = sum(r["autoreason_status"] == "ok" for r in rows)
     print(f"{variant}: {args.rows} rows ({ok} ok), {calls} calls in {batches} batches, {steps} dependent steps, "
@@ -90,7 +76,7 @@ def bench_variant(variant: str, args: argparse.Namespace) -> None:
     print_ratio(f"batches_per_step_{variant}", batches / steps, f"{batches} batches / {steps} steps")
     print_ratio(f"wall_per_step_delay_{variant}", wall / (steps * args.delay),
                 f"{wall:.2f} s / ({steps} × {args.delay} s)")
-    print_ratio(f"batch_equals_live_{variant}", float(canonical(rows) == canonical(live)))
+    print_ratio(f"batch_equals_live_{variant}", float(comparable_rows(rows) == comparable_rows(live)))
 
 
 def bench_kill(args: argparse.Namespace) -> None:
@@ -116,7 +102,7 @@ def bench_kill(args: argparse.Namespace) -> None:
     print(f"kill -9 with the third batch in flight: {before} requests submitted before, {lines - before} by the "
           f"re-run, {resubmitted} submitted twice")
     print_ratio("kill9_resubmitted", float(resubmitted), "requests submitted twice over both runs")
-    print_ratio("kill9_equals_live", float(canonical(rows) == canonical(live)))
+    print_ratio("kill9_equals_live", float(comparable_rows(rows) == comparable_rows(live)))
 
 
 def _recorded(db: Path) -> int:

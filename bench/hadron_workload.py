@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import BenchServer, bench_prompts, describe_machine, print_ratio  # noqa: E402
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map  # noqa: E402
-from hadron_hf.testing import FakeOpenAIServer, Faults  # noqa: E402
+from hadron_hf.testing import FakeOpenAIServer, Faults, dependent_steps  # noqa: E402
 
 FAULT_KINDS = ("429", "503", "drop", "malformed", "empty")
 
@@ -39,11 +39,6 @@ def workload_config(url: str, cache_dir: str, **model: Any) -> AutoReasonConfig:
     return AutoReasonConfig(model=ModelConfig(base_url=url, model="fake", api_key_env=None, **model),
                             judges=7, max_iterations=15, converge_k=2, variant="hadron", seed=0,
                             cache_dir=cache_dir, progress=False)
-
-
-def dependent_steps(trace: dict[str, Any]) -> int:
-    """A row's dependent calls: the draft, then 1 per NO FLAWS round and 3 per full round."""
-    return 1 + sum(1 if rnd["no_flaws"] else 3 for rnd in trace["rounds"])
 
 
 def run(url: str, rows: int, **model: Any) -> tuple[float, Any]:

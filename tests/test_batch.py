@@ -41,11 +41,10 @@ from hadron_hf.errors import (
     RateLimitError,
     RequestRejectedError,
 )
-from hadron_hf.testing import BatchFaults, FakeBatchServer, role_of
+from hadron_hf.testing import BatchFaults, FakeBatchServer, comparable_rows, dependent_steps, role_of
 
 HERE = Path(__file__).parent
 FAST = {"batch_poll_s": 0.02, "batch_idle_s": 0.05}
-STEPS_PER_ROUND = {"paper": 4, "hadron": 3}  # critic, B, AB, judges; hadron runs B and AB together
 
 
 def config(url: str, cache_dir: str | Path, mode: str = "batch", **overrides: Any) -> AutoReasonConfig:
@@ -67,20 +66,9 @@ def refine(ds: Dataset, cfg: AutoReasonConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def canonical(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without the usage counters, with parallel calls' traces in a fixed order (they finish in any order)."""
-    out = []
-    for row in rows:
-        row = {k: v for k, v in row.items() if k != "autoreason_usage"}
-        row["reasoning_traces"] = sorted(row["reasoning_traces"] or [], key=lambda t: json.dumps(t, sort_keys=True))
-        out.append(row)
-    return out
-
-
-def dependent_steps(rows: list[dict[str, Any]], variant: str) -> int:
-    """The longest chain of dependent calls over the rows: the teacher, then each round's steps."""
-    return max(1 + sum(1 if r["no_flaws"] else STEPS_PER_ROUND[variant] for r in row["autoreason_trace"]["rounds"])
-               for row in rows)
+def dependent_steps_of(rows: list[dict[str, Any]]) -> int:
+    """The longest chain of dependent calls over the rows."""
+    return max(dependent_steps(row["autoreason_trace"]) for row in rows)
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -98,11 +86,11 @@ def test_batch_job_equals_live_job_with_one_batch_per_dependent_step(tmp_path: P
         batched = refine(ds, config(srv.url, tmp_path / "batch", variant=variant))
         statuses = dict(srv.batch_log.statuses)
         first_batch = srv.batch_log.sizes[0]
-    steps = dependent_steps(batched, variant)
+    steps = dependent_steps_of(batched)
     calls = sum(r["autoreason_usage"]["calls"] for r in batched)
     print(f"\n{variant}: {len(statuses)} batches for {steps} dependent steps, {calls} calls")
     assert all(r["autoreason_status"] == "ok" for r in batched)
-    assert canonical(batched) == canonical(live)
+    assert comparable_rows(batched) == comparable_rows(live)
     assert len(statuses) == steps and set(statuses.values()) == {"completed"}
     # Every request went out exactly once, and max_concurrency=2 did not hold the batch back.
     assert srv.batch_log.lines == calls and srv.batch_log.resubmitted == 0 and first_batch == len(ds)
@@ -130,7 +118,7 @@ def test_failed_and_expired_requests_are_retried_in_the_next_batch(tmp_path: Pat
         rows = refine(ds, config(srv.url, tmp_path / "batch", max_iterations=2))
         log = srv.batch_log
     assert all(r["autoreason_status"] == "ok" for r in rows)
-    assert canonical(rows) == canonical(live)
+    assert comparable_rows(rows) == comparable_rows(live)
     assert "expired" in log.statuses.values()
     # The three failed lines and the half of batch 2 that never ran went out once more; nothing else did.
     assert log.statuses[log.batches[1]] == "expired" and log.failed >= 2 + log.sizes[1] - log.sizes[1] // 2
@@ -240,7 +228,7 @@ def test_kill_9_mid_job_then_rerun_buys_no_request_twice(tmp_path: Path) -> None
           f"submitted twice: {resubmitted}")
     assert first.returncode == -signal.SIGKILL and 0 < before < calls
     assert resubmitted == 0 and lines == calls
-    assert canonical(rows) == canonical(live)
+    assert comparable_rows(rows) == comparable_rows(live)
 
 
 def _recorded_batches(cache_dir: Path) -> int:

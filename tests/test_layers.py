@@ -44,7 +44,8 @@ _PLACED: dict[int, list[str]] = {
         "sources"],
     5: ["pipeline", "build"],
     6: _CLI,
-    7: ["", "testing", "testing.batch_server", "testing.openai_server", "testing.replies", "testing.scripted"],
+    7: ["", "testing", "testing.batch_server", "testing.openai_server", "testing.replies", "testing.rows",
+        "testing.scripted"],
 }
 LAYERS: dict[str, int] = {f"hadron_hf.{m}".rstrip("."): layer for layer, names in _PLACED.items() for m in names}
 """Every ``hadron_hf`` module (``hadron_hf.views`` is ``views/__init__.py``) and its layer."""
