@@ -16,11 +16,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +30,7 @@ from datasets import Dataset
 from hadron_hf.config import AutoReasonConfig
 from hadron_hf.errors import ConfigError
 from hadron_hf.inputs import check_output_columns
-from hadron_hf.sources import RUN_INFO
+from hadron_hf.sources import RUN_INFO, quiet_progress_bars
 from hadron_hf.summary import RunSummary, summarize
 from hadron_hf.views.builders import OPTION_TYPES, VIEW_NAMES, build_view
 from hadron_hf.views.cards import Lineage, describe_model, package_version, render_refined_card, strip_credentials
@@ -280,25 +279,6 @@ def estimate_run(ds: Dataset, config: AutoReasonConfig, sample_rows: int = 3, ba
         if teacher.rpm:
             seconds = max(seconds, 60.0 * summary.calls * len(ds) / summary.rows / teacher.rpm)
     return Estimate(len(ds), summary, seconds, at_once)
-
-
-@contextlib.contextmanager
-def quiet_progress_bars() -> Iterator[None]:
-    """Hide ``datasets`` and ``huggingface_hub`` progress bars (saving, views, uploads) inside the block:
-    the run has one progress display, the tournament's."""
-    import datasets
-    import huggingface_hub.utils as hub_utils
-
-    was_off, hub_was_off = datasets.is_progress_bar_enabled() is False, hub_utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    hub_utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_off:
-            datasets.enable_progress_bars()
-        if not hub_was_off:
-            hub_utils.enable_progress_bars()
 
 
 def _short(n: float) -> str:

@@ -11,10 +11,12 @@ valid Hub id) and does not exist is "no such file", never a Hub lookup with its 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +177,27 @@ def _load_file(path: Path) -> Dataset:
         return Dataset.from_dict({"prompt": lines})
     if suffix not in _FORMATS:
         raise InputError(f"{path}: unknown file type {path.suffix!r}; use one of {sorted(_FORMATS)}")
-    loaded = load_dataset(_FORMATS[suffix], data_files=str(path), split="train")
+    with quiet_progress_bars():  # the run has one progress display: datasets' own "Generating" bar is noise
+        loaded = load_dataset(_FORMATS[suffix], data_files=str(path), split="train")
     if not isinstance(loaded, Dataset):
         raise InputError(f"{path} did not load as a dataset")
     return loaded
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide ``datasets`` and ``huggingface_hub`` progress bars (saving, views, uploads) inside the block:
+    the run has one progress display, the tournament's."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+
+    was_off, hub_was_off = datasets.is_progress_bar_enabled() is False, hub_utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_off:
+            datasets.enable_progress_bars()
+        if not hub_was_off:
+            hub_utils.enable_progress_bars()

@@ -169,7 +169,7 @@ def _quiet(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    from hadron_hf.pipeline import quiet_progress_bars
+    from hadron_hf.sources import quiet_progress_bars
 
     with quiet_progress_bars(), contextlib.redirect_stdout(_KeepFinalLines(sys.stdout)):
         yield

@@ -19,8 +19,8 @@ from hadron_hf.cli.options import (
     config_from_args,
 )
 from hadron_hf.errors import FatalBackendError
-from hadron_hf.pipeline import estimate_run, quiet_progress_bars
-from hadron_hf.sources import BUNDLED, check_output
+from hadron_hf.pipeline import estimate_run
+from hadron_hf.sources import BUNDLED, check_output, quiet_progress_bars
 from hadron_hf.views import VIEW_NAMES
 
 

@@ -18,8 +18,8 @@ from hadron_hf.cli.options import (
 )
 from hadron_hf.errors import ConfigError
 from hadron_hf.inputs import check_output_columns
-from hadron_hf.pipeline import RunOptions, estimate_run, quiet_progress_bars, run_pipeline
-from hadron_hf.sources import bundled_prompts, check_output, load_prompts
+from hadron_hf.pipeline import RunOptions, estimate_run, run_pipeline
+from hadron_hf.sources import bundled_prompts, check_output, load_prompts, quiet_progress_bars
 from hadron_hf.views import VIEW_NAMES
 
 

@@ -326,7 +326,9 @@ class Endpoint:
         """Stop this endpoint: every waiting and later call fails with ``exc``."""
         if self.fatal is None:
             self.fatal = exc
-            log.error("stopping calls to %s: %s", self.name, exc)
+            # Info, not error: the same message reaches the caller as the exception that stops the job, and the
+            # CLI prints that one line; logging it too would say it twice.
+            log.info("stopping calls to %s: %s", self.name, exc)
         self._wake_all()
 
     def reopen(self) -> None:
