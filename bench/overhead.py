@@ -47,11 +47,11 @@ from harness import (  # noqa: E402
     bench_prompts,
     describe_machine,
     make_config,
-    print_profile,
     print_ratio,
     raw_aiohttp_loop,
     teacher_like_requests,
 )
+from profiling import print_profile  # noqa: E402
 
 
 async def stack_loop(cfg: Any, requests: list[dict[str, Any]], profiler: cProfile.Profile | None = None) -> Timing:

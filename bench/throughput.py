@@ -43,10 +43,10 @@ from harness import (  # noqa: E402
     bench_prompts,
     describe_machine,
     make_config,
-    print_profile,
     print_ratio,
     raw_aiohttp_loop,
 )
+from profiling import print_profile  # noqa: E402
 
 
 @dataclass
