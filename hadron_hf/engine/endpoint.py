@@ -20,7 +20,7 @@ import asyncio
 import copy
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -57,6 +57,15 @@ class CallStats:
     rate_limited: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @classmethod
+    def total(cls, parts: Iterable[CallStats]) -> CallStats:
+        """The counters of ``parts`` summed (a job's, over its endpoints)."""
+        total = cls()
+        for part in parts:
+            for name in vars(total):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+        return total
 
 
 @dataclass(frozen=True)

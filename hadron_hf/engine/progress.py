@@ -217,10 +217,7 @@ class RunProgress:
 
     def snapshot(self) -> ProgressSnapshot:
         """The counters now."""
-        stats = CallStats()
-        for endpoint in self.endpoints.values():
-            for name in vars(stats):
-                setattr(stats, name, getattr(stats, name) + getattr(endpoint.stats, name))
+        stats = CallStats.total(e.stats for e in self.endpoints.values())
         cost, complete = 0.0, bool(self.prices)
         for endpoint in self.endpoints.values():
             price = self.prices.by_identity.get(endpoint.identity)

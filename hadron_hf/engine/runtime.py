@@ -90,11 +90,7 @@ class Runtime:
 
     def stats(self) -> CallStats:
         """Counters summed over every endpoint."""
-        total = CallStats()
-        for endpoint in self.endpoints.values():
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(endpoint.stats, name))
-        return total
+        return CallStats.total(e.stats for e in self.endpoints.values())
 
     def halt(self, exc: BaseException) -> None:
         """Stop the job: no new attempt starts on any endpoint; calls in flight may still land."""
