@@ -12,7 +12,6 @@ Usage: ``python bench/kill_resume.py [--quick] [--rows 40] [--latency 0.05] [--t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import pickle
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import bench_prompts, describe_machine, print_ratio  # noqa: E402
 
-from hadron_hf.testing import FakeOpenAIServer  # noqa: E402
+from hadron_hf.testing import FakeOpenAIServer, comparable_rows  # noqa: E402
 
 
 def run_job(url: str, cache_dir: str, rows: int) -> list[dict[str, Any]]:
@@ -43,16 +42,6 @@ def run_job(url: str, cache_dir: str, rows: int) -> list[dict[str, Any]]:
                            judges=3, max_iterations=3, seed=0, cache_dir=cache_dir, progress=False)
     ds = Dataset.from_dict({"prompt": bench_prompts(rows)})
     return ds.map(autoreason_map, batched=True, batch_size=8, fn_kwargs={"config": cfg}).to_list()
-
-
-def comparable(rows: list[dict[str, Any]]) -> list[str]:
-    """Rows without usage counters, and with parallel calls' traces in a fixed order."""
-    out = []
-    for row in rows:
-        row = {k: v for k, v in row.items() if k != "autoreason_usage"}
-        row["reasoning_traces"] = sorted(json.dumps(t, sort_keys=True) for t in row["reasoning_traces"] or [])
-        out.append(json.dumps(row, sort_keys=True, default=str))
-    return out
 
 
 def child(url: str, cache_dir: str, rows: int, out: str) -> None:
@@ -86,7 +75,7 @@ def trial(latency: float, rows: int, rng: random.Random, reference: list[str], w
         if second.wait(600) != 0:
             raise RuntimeError("the re-run failed")
         rows_out = pickle.loads((Path(tmp) / "second.pkl").read_bytes())
-        return delivered, srv.log.repeated, comparable(rows_out) == reference
+        return delivered, srv.log.repeated, comparable_rows(rows_out) == reference
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, trials = args.rows or (16 if args.quick else 40), args.trials or (1 if args.quick else 3)
     print(describe_machine())
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(latency=args.latency) as srv:
-        reference = comparable(run_job(srv.url, tmp, rows))
+        reference = comparable_rows(run_job(srv.url, tmp, rows))
         wall = srv.log.arrivals[-1] - srv.log.arrivals[0]  # first to last request: imports excluded
         total = sum(srv.log.answered.values())
     rng = random.Random(args.seed)

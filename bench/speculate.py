@@ -35,11 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost import ScriptedReplies  # noqa: E402
 from harness import bench_prompts, describe_machine, make_config, print_ratio  # noqa: E402
 
-from hadron_hf.testing import FakeOpenAIServer  # noqa: E402
+from hadron_hf.testing import FakeOpenAIServer, without_speculation  # noqa: E402
 
 MODES = ("off", "incumbent", "all")
-SPECULATIVE_USAGE = ("speculative_calls", "speculative_prompt_tokens", "speculative_completion_tokens",
-                     "speculative_hits")
 
 
 @dataclass
@@ -56,14 +54,6 @@ class Run:
     hits: int
     rounds: float
     rows: list[dict[str, Any]]
-
-
-def comparable(row: dict[str, Any]) -> dict[str, Any]:
-    """A row without what speculation may change: the speculative usage fields and trace list."""
-    out = dict(row)
-    out["autoreason_usage"] = {k: v for k, v in (row["autoreason_usage"] or {}).items() if k not in SPECULATIVE_USAGE}
-    out["autoreason_trace"] = {k: v for k, v in (row["autoreason_trace"] or {}).items() if k != "speculative"}
-    return out
 
 
 def refine(server: FakeOpenAIServer, variant: str, early_stop: bool, mode: str, args: argparse.Namespace) -> Run:
@@ -98,7 +88,7 @@ def print_table(runs: list[Run], base: dict[tuple[str, bool], Run]) -> None:
     print("|" + "|".join("---" for _ in head) + "|")
     for r in runs:
         b = base[(r.variant, r.early_stop)]
-        same = [comparable(x) for x in r.rows] == [comparable(x) for x in b.rows]
+        same = [without_speculation(x) for x in r.rows] == [without_speculation(x) for x in b.rows]
         print("| " + " | ".join([r.variant, "on" if r.early_stop else "off", r.mode, f"{r.wall:.2f}",
                                   f"{r.wall / b.wall:.3f}", str(r.calls), str(r.speculative),
                                   f"{r.speculative / max(r.calls, 1):.1%}", str(r.hits), f"{r.rounds:.2f}",
@@ -156,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         b = base[(r.variant, r.early_stop)]
         tag = f"{r.variant}_{r.mode}_es{'on' if r.early_stop else 'off'}"
-        same = [comparable(x) for x in r.rows] == [comparable(x) for x in b.rows]
+        same = [without_speculation(x) for x in r.rows] == [without_speculation(x) for x in b.rows]
         identical &= same and r.calls == b.calls and r.requests == b.requests + r.speculative
         print_ratio(f"speculate_wall_{tag}", r.wall / b.wall, f"{r.wall:.2f} s vs {b.wall:.2f} s without")
         print_ratio(f"speculate_extra_calls_{tag}", r.speculative / max(r.calls, 1),

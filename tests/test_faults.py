@@ -6,7 +6,6 @@ Each test prints the figures it measured (run with ``-s`` to see them).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pickle
@@ -28,7 +27,7 @@ from hadron_hf.dataset_map import refine_row
 from hadron_hf.engine.cache import RequestCache
 from hadron_hf.engine.runtime import use_runtime
 from hadron_hf.errors import AuthenticationError, EndpointDownError, ModelNotFoundError
-from hadron_hf.testing import FakeOpenAIServer, Faults
+from hadron_hf.testing import FakeOpenAIServer, Faults, comparable_rows
 
 HERE = Path(__file__).parent
 RETRYABLE = ("429", "503", "drop", "slow", "malformed", "empty")
@@ -46,20 +45,6 @@ def refine(ds: Dataset, cfg: AutoReasonConfig, batch_size: int = 8) -> Dataset:
 
 def prompts(n: int, tag: str = "q") -> Dataset:
     return Dataset.from_dict({"prompt": [f"{tag} {i}: explain topic {i} in two sentences." for i in range(n)]})
-
-
-def without_usage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every column but the usage counters, which say how many calls came from the cache.
-
-    ``reasoning_traces`` lists parallel calls (a panel's judges) in the order they finished, which
-    depends on timing even between two uninterrupted runs, so its entries are compared as a multiset.
-    """
-    def canonical(row: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in row.items() if k != "autoreason_usage"}
-        out["reasoning_traces"] = sorted(row["reasoning_traces"] or [], key=lambda t: json.dumps(t, sort_keys=True))
-        return out
-
-    return [canonical(row) for row in rows]
 
 
 def test_200_rows_under_20_percent_mixed_faults_all_ok(tmp_path: Path) -> None:
@@ -82,7 +67,7 @@ def test_200_rows_under_20_percent_mixed_faults_all_ok(tmp_path: Path) -> None:
     # Faults cost retries, never answers: nothing answered twice, and the result is the fault-free one.
     assert log.repeated == 0
     assert sum(log.answered.values()) == log.requests - retries == 200 * 5
-    assert without_usage(out.select(range(50)).to_list()) == without_usage(reference.to_list())
+    assert comparable_rows(out.select(range(50)).to_list()) == comparable_rows(reference.to_list())
 
 
 def test_garbage_judge_replies_drop_votes_not_rows(tmp_path: Path) -> None:
@@ -167,7 +152,7 @@ def test_killed_job_resumes_without_repeating_a_completed_call(
     # sent exactly the calls that were missing.
     assert srv.log.repeated == 0
     assert resent == total - cached_at_stop and sum(srv.log.answered.values()) == total
-    assert without_usage(rows) == without_usage(uninterrupted)
+    assert comparable_rows(rows) == comparable_rows(uninterrupted)
     assert sum(r["autoreason_usage"]["cached_calls"] for r in rows) == cached_at_stop
 
 

@@ -25,11 +25,9 @@ from hadron_hf.core.tournament import RoleModels, TournamentSettings, run_tourna
 from hadron_hf.engine.endpoint import AdaptiveLimit
 from hadron_hf.engine.resilience import Limits, ResilientChatModel
 from hadron_hf.errors import RequestRejectedError
-from hadron_hf.testing import FakeOpenAIServer, Reply, ScriptedChatModel, role_of
+from hadron_hf.testing import FakeOpenAIServer, Reply, ScriptedChatModel, role_of, without_speculation
 
 PROMPTS = [f"Explain topic {i} to a new engineer." for i in range(5)]
-SPECULATIVE_USAGE = {"speculative_calls", "speculative_prompt_tokens", "speculative_completion_tokens",
-                     "speculative_hits"}
 _CANDIDATE = re.compile(r'<candidate id="(X\d)">\n(.*?)\n</candidate>', re.DOTALL)
 
 
@@ -61,13 +59,6 @@ def refine(cfg: AutoReasonConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def comparable(row: dict[str, Any]) -> dict[str, Any]:
-    """A row without what speculation adds: the speculative usage fields and trace list."""
-    usage = {k: v for k, v in row["autoreason_usage"].items() if k not in SPECULATIVE_USAGE}
-    trace = {k: v for k, v in row["autoreason_trace"].items() if k != "speculative"}
-    return {**row, "autoreason_usage": usage, "autoreason_trace": trace}
-
-
 def requests(server: FakeOpenAIServer, start: int) -> Counter[str]:
     """What the server was asked since request ``start``: messages and sampling, as sent."""
     keys = ("messages", "seed", "temperature", "max_tokens")
@@ -87,7 +78,7 @@ def test_speculation_gives_the_same_rows_and_sends_the_same_requests_plus_the_di
         start = len(server.log.bodies)
         fast = refine(config(server, variant=variant, early_stop_judging=early_stop, speculate=mode))
         fast_requests = requests(server, start)
-    assert [comparable(r) for r in fast] == [comparable(r) for r in plain]
+    assert [without_speculation(r) for r in fast] == [without_speculation(r) for r in plain]
     assert all(r["autoreason_usage"]["speculative_calls"] == 0 for r in plain)
     usage = [r["autoreason_usage"] for r in fast]
     hits, discarded = sum(u["speculative_hits"] for u in usage), sum(u["speculative_calls"] for u in usage)
@@ -139,9 +130,9 @@ def test_a_resumed_run_replays_speculative_calls_from_the_cache(tmp_path: Path) 
         plain = refine(cfg.model_copy(update={"speculate": "off"}))
         assert server.log.requests == sent
     assert all(r["autoreason_usage"]["cached_calls"] == r["autoreason_usage"]["calls"] for r in again + plain)
-    uncached = [dict(comparable(r), autoreason_usage=None) for r in first]
-    assert [dict(comparable(r), autoreason_usage=None) for r in again] == uncached
-    assert [dict(comparable(r), autoreason_usage=None) for r in plain] == uncached
+    uncached = [dict(without_speculation(r), autoreason_usage=None) for r in first]
+    assert [dict(without_speculation(r), autoreason_usage=None) for r in again] == uncached
+    assert [dict(without_speculation(r), autoreason_usage=None) for r in plain] == uncached
     speculative = [r["autoreason_trace"]["speculative"] for r in first]
     assert [r["autoreason_trace"]["speculative"] for r in again] == speculative
 
@@ -306,7 +297,7 @@ def test_undecided_rounds_keep_the_incumbent_and_its_speculative_critique(mode: 
         fast = refine(config(server, judge_quorum=5, speculate=mode))
     rounds = [r for row in plain for r in row["autoreason_trace"]["rounds"]]
     assert any(r["undecided"] for r in rounds) and any(r["reasked"] for r in rounds)
-    assert [comparable(r) for r in fast] == [comparable(r) for r in plain]
+    assert [without_speculation(r) for r in fast] == [without_speculation(r) for r in plain]
     assert sum(r["autoreason_usage"]["speculative_hits"] for r in fast) > 0
 
 

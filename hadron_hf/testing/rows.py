@@ -21,6 +21,20 @@ def comparable_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+SPECULATIVE_USAGE: frozenset[str] = frozenset({"speculative_calls", "speculative_prompt_tokens",
+                                              "speculative_completion_tokens", "speculative_hits"})
+"""The usage fields that count speculative critiques (``speculate``): they differ from a plain run's."""
+
+
+def without_speculation(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row without what speculation adds: the speculative usage fields and the trace's discarded critiques;
+    equal to the same row refined without speculation."""
+    out = dict(row)
+    out["autoreason_usage"] = {k: v for k, v in (row["autoreason_usage"] or {}).items() if k not in SPECULATIVE_USAGE}
+    out["autoreason_trace"] = {k: v for k, v in (row["autoreason_trace"] or {}).items() if k != "speculative"}
+    return out
+
+
 def dependent_steps(trace: Mapping[str, Any]) -> int:
     """A row's chain of dependent calls: the draft, then 1 per NO FLAWS round and a full round's steps."""
     per_round = STEPS_PER_ROUND[trace["variant"]]
