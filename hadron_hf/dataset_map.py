@@ -15,8 +15,7 @@ from hadron_hf.core.tournament import TournamentResult, row_seed, run_tournament
 from hadron_hf.engine.progress import PriceTable, RunProgress, progress_for
 from hadron_hf.engine.runtime import Job, Runtime, use_runtime
 from hadron_hf.errors import BackendError, ConfigError, FatalBackendError, InputError
-from hadron_hf.inputs import check_output_columns
-from hadron_hf.inputs import normalize_prompt as normalize_prompt  # re-exported for hadron_hf.dataset_map users
+from hadron_hf.inputs import check_output_columns, normalize_prompt
 
 
 async def autoreason_map(batch: dict[str, list[Any]], config: AutoReasonConfig,

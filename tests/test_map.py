@@ -5,8 +5,8 @@ from datasets import Dataset
 
 from hadron_hf import AutoReasonConfig, ModelConfig, autoreason_map, output_features
 from hadron_hf.columns import OUTPUT_COLUMNS, OUTPUT_FEATURES
-from hadron_hf.dataset_map import normalize_prompt
 from hadron_hf.errors import ConfigError
+from hadron_hf.inputs import normalize_prompt
 from hadron_hf.testing import FakeOpenAIServer
 
 PROMPTS = [f"Question {i}: explain topic number {i} in two sentences." for i in range(20)]
